@@ -1,0 +1,1 @@
+"""Temporal activities: the only code a workflow runs that touches the world."""

@@ -1,0 +1,31 @@
+"""The send activity: every message any workflow sends goes through here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from channels.base import TransientSendError
+from contracts.messages import SEND_MESSAGE, SendMessageInput, SendMessageResult
+from services.messaging import AwaitingProvider, Messaging
+
+
+class MessagingActivities:
+    def __init__(self, messaging: Messaging) -> None:
+        self._messaging = messaging
+
+    @activity.defn(name=SEND_MESSAGE)
+    async def send_message(self, input: SendMessageInput) -> SendMessageResult:
+        """Render, check, record, send. Permanent refusals come back as a result (so the
+        journey can fall back to another channel); transient trouble raises, to retry."""
+        # The server's clock for this attempt: real time in production, the skipped-to time
+        # on the time-skipping test server; never earlier than this machine's clock.
+        now = max(activity.info().current_attempt_scheduled_time, datetime.now(UTC))
+        try:
+            return await self._messaging.send(input, now=now)
+        except AwaitingProvider as exc:
+            raise ApplicationError(str(exc), type="AwaitingProvider") from exc
+        except TransientSendError as exc:
+            raise ApplicationError(f"{exc.code}: {exc.message}", type="TransientSendError") from exc

@@ -1,0 +1,95 @@
+"""The HTTP API. ``uvicorn --factory api.app:create_app``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from api import (
+    api_keys,
+    carts,
+    coupons,
+    customers,
+    errors,
+    events,
+    health,
+    messages,
+    openapi,
+    rules,
+    templates,
+    unsubscribe,
+    webhooks,
+)
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from db.engine import create_engine, create_sessionmaker
+from services.api_keys import KeyCache, ensure_bootstrap_key
+from services.dispatcher import Dispatcher, running
+from services.templates import Renderer
+from services.temporal import FAIL_FAST, connect
+
+log = logging.getLogger("sutra.api")
+
+DESCRIPTION = """
+Sutra turns a shop's events into durable customer journeys on Temporal.
+
+Authenticate with `Authorization: Bearer <api key>`. Every error body is
+`{"error": "<machine_code>", "detail": "<human text>"}`; validation errors add `fields`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = sessionmaker
+        app.state.key_cache = KeyCache()
+        app.state.renderer = Renderer()
+        if settings.bootstrap_admin_key:
+            async with sessionmaker() as session, session.begin():
+                await ensure_bootstrap_key(session, settings.bootstrap_admin_key.get_secret_value())
+        # Lazy: the API must start, and accept events, while Temporal is down.
+        app.state.temporal = await connect(settings, lazy=True, retry_config=FAIL_FAST)
+        app.state.dispatcher = None
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.dispatcher_enabled:
+                app.state.dispatcher = Dispatcher(settings, sessionmaker, app.state.temporal)
+                await stack.enter_async_context(running(app.state.dispatcher))
+            yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Sutra",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (
+        health.router,
+        events.router,
+        customers.router,
+        carts.router,
+        messages.router,
+        rules.router,
+        coupons.router,
+        templates.router,
+        webhooks.router,
+        unsubscribe.router,
+        api_keys.router,
+    ):
+        app.include_router(router)
+    openapi.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+    return app

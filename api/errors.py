@@ -1,0 +1,182 @@
+"""One error model: every 4xx/5xx body is ``{"error", "detail"}`` (+ ``fields`` for validation)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.events import EVENT_TYPES
+
+log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    fields: list[FieldError] | None = None
+
+
+class SutraError(Exception):
+    status_code = 500
+    error = "internal_error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+class BadRequest(SutraError):
+    status_code, error = 400, "bad_request"
+
+
+class MalformedJson(SutraError):
+    status_code, error = 400, "malformed_json"
+
+
+class Unauthorized(SutraError):
+    status_code, error = 401, "unauthorized"
+
+
+class Forbidden(SutraError):
+    status_code, error = 403, "forbidden"
+
+
+class NotFound(SutraError):
+    status_code, error = 404, "not_found"
+
+
+class Conflict(SutraError):
+    status_code, error = 409, "conflict"
+
+
+class PayloadTooLarge(SutraError):
+    status_code, error = 413, "payload_too_large"
+
+
+class Unprocessable(SutraError):
+    status_code, error = 422, "validation_error"
+
+
+class ServiceUnavailable(SutraError):
+    status_code, error = 503, "service_unavailable"
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error codes a route can return."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def error_response(
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    fields: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "detail": detail, **extra}
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_errors(errors: Sequence[Any], *, strip: int = 0) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"loc", "msg"}``, without the union tag pydantic puts in ``loc``.
+
+    ``strip`` drops that many leading loc parts (e.g. "body" for a batch item).
+    """
+    out = []
+    for err in errors:
+        loc = list(err.get("loc", ()))[strip:]
+        # A discriminated union reports ("cart.updated", "data", ...): the tag is noise.
+        loc = [
+            p for i, p in enumerate(loc) if not (isinstance(p, str) and p in EVENT_TYPES and i <= 1)
+        ]
+        # Keyed unions (rule steps, conditions) repeat the key as a tag: {"send": {...}}
+        # errs at ("send", "send", "channels"); say it once.
+        loc = [p for i, p in enumerate(loc) if i + 1 >= len(loc) or loc[i + 1] != p]
+        kind = err.get("type")
+        msg = str(err.get("msg", "invalid"))
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            loc = [*loc, "type"]
+            got = (err.get("ctx") or {}).get("tag")
+            msg = (
+                f"unknown event type {got!r}; expected one of: " + ", ".join(EVENT_TYPES)
+                if got
+                else "event type is missing; expected one of: " + ", ".join(EVENT_TYPES)
+            )
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        out.append({"loc": loc, "msg": msg})
+    return out
+
+
+def summarize(fields: list[dict[str, Any]]) -> str:
+    first = fields[0]
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SutraError)
+    async def _sutra(_: Request, exc: SutraError) -> JSONResponse:
+        return error_response(
+            exc.status_code, exc.error, exc.detail, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            err = next(e for e in errors if e.get("type") == "json_invalid")
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return error_response(
+                400,
+                "malformed_json",
+                f"request body is not valid JSON: {reason}",
+                fields=[{"loc": [str(p) for p in err.get("loc", ())], "msg": str(reason)}],
+            )
+        fields = field_errors(errors)
+        return error_response(422, "validation_error", summarize(fields), fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return error_response(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is not reachable; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error occurred")

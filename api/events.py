@@ -1,0 +1,250 @@
+"""POST /v1/events and /v1/events/batch: the commerce backend's way in.
+
+Bodies are parsed here rather than by FastAPI so that authentication is checked before a
+byte of input is interpreted, and so that a batch can reject one event and keep the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from api.deps import SessionDep, SettingsDep, require
+from api.errors import (
+    ErrorBody,
+    MalformedJson,
+    NotFound,
+    Unprocessable,
+    documented,
+    field_errors,
+    summarize,
+)
+from api.openapi import EVENT_SCHEMA_REF
+from contracts.events import EVENT_ADAPTER, EVENT_TYPES
+from db.models import Event as EventRow
+from db.models import EventRoute
+from services import metrics
+from services.api_keys import Principal
+from services.intake import ingest
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+_ERRORS = documented(400, 401, 403, 413, 422, 503)
+
+
+class EventAccepted(BaseModel):
+    id: str
+    status: Literal["accepted", "duplicate"]
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="Position of the event in the request")
+    id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    error: ErrorBody | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicate: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        content_type = request.headers.get("content-type", "")
+        hint = "" if "json" in content_type else f" (sent as {content_type or 'no content type'})"
+        raise MalformedJson(f"request body is not valid JSON: {exc}{hint}") from exc
+
+
+def _validate(item: Any) -> Any:
+    try:
+        return EVENT_ADAPTER.validate_python(item)
+    except ValidationError as exc:
+        fields = field_errors(exc.errors())
+        raise Unprocessable(summarize(fields), fields=fields) from exc
+
+
+def _count_rejected(item: Any) -> None:
+    kind = item.get("type") if isinstance(item, dict) else None
+    # Only known types become label values: clients must not mint metric series.
+    metrics.EVENTS.labels(kind if kind in EVENT_TYPES else "unknown", "rejected").inc()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventAccepted,
+    summary="Send one event",
+    description=(
+        "Stores the event and returns 202 once it is durable, whether or not Temporal is up; "
+        "it then reaches its workflows in order. The same `id` again returns 200 `duplicate` "
+        "and has no further effect."
+    ),
+    responses={200: {"model": EventAccepted, "description": "Already received"}, **_ERRORS},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": EVENT_SCHEMA_REF}}},
+        }
+    },
+)
+async def post_event(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require("events:write"))],
+) -> EventAccepted:
+    body = await _json_body(request)
+    try:
+        event = _validate(body)
+    except Unprocessable:
+        _count_rejected(body)
+        raise
+    [outcome] = await ingest(session, [event], settings=settings, api_key_id=principal.key_id)
+    metrics.EVENTS.labels(event.type, outcome).inc()
+    if outcome == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return EventAccepted(id=event.id, status=outcome)
+
+
+@router.post(
+    "/batch",
+    status_code=207,
+    response_model=BatchResult,
+    summary="Send up to 500 events",
+    description=(
+        "Each event is validated on its own: valid ones are stored (or reported as duplicates), "
+        "invalid ones are rejected with the error they would get alone. The body holds one "
+        "result per event, in request order."
+    ),
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["events"],
+                        "properties": {
+                            "events": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 500,
+                                "items": {"$ref": EVENT_SCHEMA_REF},
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_batch(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require("events:write"))],
+) -> BatchResult:
+    body = await _json_body(request)
+    items = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise Unprocessable(
+            "events: must be a list of events",
+            fields=[{"loc": ["events"], "msg": "must be a list of events"}],
+        )
+    limit = settings.max_batch_events
+    if not items or len(items) > limit:
+        msg = (
+            "must hold at least one event"
+            if not items
+            else f"at most {limit} events per batch, got {len(items)}"
+        )
+        raise Unprocessable(f"events: {msg}", fields=[{"loc": ["events"], "msg": msg}])
+
+    results: list[BatchItemResult] = []
+    valid: list[tuple[int, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, _validate(item)))
+        except Unprocessable as exc:
+            given_id = item.get("id") if isinstance(item, dict) else None
+            fields = [
+                {"loc": ["events", index, *f["loc"]], "msg": f["msg"]} for f in exc.extra["fields"]
+            ]
+            results.append(
+                BatchItemResult(
+                    index=index,
+                    id=given_id if isinstance(given_id, str) else None,
+                    status="rejected",
+                    error=ErrorBody(error=exc.error, detail=exc.detail, fields=fields),
+                )
+            )
+            _count_rejected(item)
+    outcomes = await ingest(
+        session, [e for _, e in valid], settings=settings, api_key_id=principal.key_id
+    )
+    for (index, event), outcome in zip(valid, outcomes, strict=True):
+        results.append(BatchItemResult(index=index, id=event.id, status=outcome))
+        metrics.EVENTS.labels(event.type, outcome).inc()
+    results.sort(key=lambda r: r.index)
+    counts = {
+        s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")
+    }
+    return BatchResult(results=results, **counts)
+
+
+class RouteOut(BaseModel):
+    workflow_id: str
+    workflow_type: str
+    kind: str
+    status: Literal["pending", "delivered", "skipped"]
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    occurred_at: datetime
+    received_at: datetime
+    payload: dict[str, Any]
+    routes: list[RouteOut] = Field(
+        description="Where this event goes in Temporal, and if it got there"
+    )
+
+
+@router.get(
+    "/{event_id}",
+    summary="A received event and its delivery to workflows",
+    responses=documented(401, 403, 404),
+)
+async def get_event(
+    event_id: str, session: SessionDep, _: Annotated[Principal, Depends(require("ops"))]
+) -> EventOut:
+    event = await session.get(EventRow, event_id)
+    if event is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    routes = await session.scalars(
+        select(EventRoute).where(EventRoute.event_id == event_id).order_by(EventRoute.seq)
+    )
+    return EventOut(
+        id=event.id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        payload=event.payload,
+        routes=[RouteOut.model_validate(r, from_attributes=True) for r in routes],
+    )

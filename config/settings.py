@@ -1,0 +1,217 @@
+"""Every setting Sutra reads, from the environment (prefix ``SUTRA_``) and nowhere else."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Only ever accepted outside production: it lets `make run` work with nothing configured.
+DEV_SECRET_KEY = "sutra-development-only-secret-key-change-me"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class MissingSecretsError(RuntimeError):
+    """Raised at start-up when production lacks secrets; names every missing variable."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            "refusing to start in production: missing or insecure "
+            + ", ".join(missing)
+            + " (set them in the environment)"
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUTRA_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.development
+    log_level: str = "INFO"
+    log_json: bool | None = Field(
+        default=None, description="JSON log lines; defaults to on in production"
+    )
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+
+    # Plain DATABASE_URL is honoured too: it is what hosting platforms set.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUTRA_DATABASE_URL", "DATABASE_URL")
+    )
+    database_pool_size: int = Field(default=10, ge=1)
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "sutra"
+    temporal_tls: bool = False
+    temporal_tls_cert_path: str | None = None
+    temporal_tls_key_path: str | None = None
+    temporal_tls_ca_path: str | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    bootstrap_admin_key: SecretStr | None = None
+
+    # Event intake and routing.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_events: int = Field(default=500, ge=1)
+    dispatcher_enabled: bool = True
+    dispatcher_poll_interval: timedelta = timedelta(seconds=1)
+    dispatcher_batch_size: int = Field(default=500, ge=1)
+    dispatcher_concurrency: int = Field(default=64, ge=1)
+    dispatcher_max_backoff: timedelta = timedelta(seconds=30)
+    dispatcher_rpc_timeout: timedelta = timedelta(seconds=5)
+
+    # Journeys.
+    cart_idle_after: timedelta = timedelta(hours=1)
+    cart_expire_after: timedelta = timedelta(days=30)
+
+    # Where customers and providers reach this API (links, webhooks, signature checks).
+    public_url: str = "http://127.0.0.1:8000"
+    shop_name: str = "Sutra Demo Shop"
+    shop_url: str = "https://shop.example.com"
+    shop_support_email: str = "help@shop.example.com"
+
+    # Rules of the road for marketing messages; rules may override them.
+    default_timezone: str = "UTC"
+    quiet_hours_start: time = time(21, 0)
+    quiet_hours_end: time = time(9, 0)
+    frequency_cap: timedelta = timedelta(hours=16)
+    # A send cut off mid-call is not repeated until the provider has had this long to
+    # report it (SendGrid has no lookup; its event webhook is the witness).
+    send_confirmation_grace: timedelta = timedelta(minutes=2)
+    webhook_tolerance: timedelta = timedelta(minutes=5)
+
+    # Channels.
+    email_from: str = "shop@example.com"
+    email_from_name: str | None = None
+    sendgrid_asm_group_id: int | None = None
+    sendgrid_host: str = "https://api.sendgrid.com"
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_sms_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_whatsapp_from: str | None = None
+    sms_dlt_entity_id: str | None = None
+    provider_timeout: timedelta = timedelta(seconds=10)
+
+    # Rules whose incentives come from the shop call this endpoint (HMAC-signed).
+    coupon_webhook_url: str | None = None
+    coupon_webhook_secret: SecretStr | None = None
+
+    # Providers. Absent credentials mean that channel writes to the outbox.
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_webhook_public_key: SecretStr | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    # Channels a production install deliberately runs on the outbox (e.g. "sms,whatsapp").
+    outbox_channels: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.production
+
+    @property
+    def outboxed(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.outbox_channels.split(",") if c.strip())
+
+    @property
+    def json_logs(self) -> bool:
+        return self.is_production if self.log_json is None else self.log_json
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "no database configured: set DATABASE_URL (make run starts an embedded one)"
+            )
+        return to_sqlalchemy_url(self.database_url)
+
+    def _channel_secrets(self) -> dict[str, dict[str, object]]:
+        """What each channel needs to send for real and to verify its webhooks."""
+        twilio: dict[str, object] = {
+            "SUTRA_TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+            "SUTRA_TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+        }
+        return {
+            "email": {
+                "SUTRA_SENDGRID_API_KEY": self.sendgrid_api_key,
+                "SUTRA_SENDGRID_WEBHOOK_PUBLIC_KEY": self.sendgrid_webhook_public_key,
+            },
+            "sms": twilio,
+            "whatsapp": twilio,
+        }
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Self:
+        pairs = {
+            "Twilio": ("SUTRA_TWILIO_ACCOUNT_SID", "SUTRA_TWILIO_AUTH_TOKEN"),
+            "Razorpay": ("SUTRA_RAZORPAY_KEY_ID", "SUTRA_RAZORPAY_KEY_SECRET"),
+        }
+        for provider, names in pairs.items():
+            given = [n for n in names if self._env_value(n)]
+            if given and len(given) != len(names):
+                # Half-configured credentials are a mistake in every environment.
+                raise ValueError(
+                    f"{provider} is half-configured: {', '.join(given)} is set but "
+                    + ", ".join(n for n in names if n not in given)
+                    + " is not"
+                )
+        if not self.is_production:
+            return self
+        missing: list[str] = []
+        secret = self.secret_key.get_secret_value()
+        if secret in ("", DEV_SECRET_KEY):
+            missing.append("SUTRA_SECRET_KEY")
+        elif len(secret) < 32:
+            missing.append("SUTRA_SECRET_KEY (at least 32 characters)")
+        if not self.database_url:
+            missing.append("DATABASE_URL")
+        if self.temporal_tls_cert_path and not self.temporal_tls_key_path:
+            missing.append("SUTRA_TEMPORAL_TLS_KEY_PATH")
+        for channel, needed in self._channel_secrets().items():
+            if channel not in self.outboxed:
+                missing.extend(k for k, v in needed.items() if not v and k not in missing)
+        if self.twilio_account_sid and not (
+            self.twilio_sms_from or self.twilio_messaging_service_sid
+        ):
+            missing.append("SUTRA_TWILIO_SMS_FROM (or SUTRA_TWILIO_MESSAGING_SERVICE_SID)")
+        if self.sendgrid_api_key and self.email_from == "shop@example.com":
+            missing.append("SUTRA_EMAIL_FROM")
+        if self.razorpay_key_id and not self.razorpay_webhook_secret:
+            missing.append("SUTRA_RAZORPAY_WEBHOOK_SECRET")
+        if self.stripe_api_key and not self.stripe_webhook_secret:
+            missing.append("SUTRA_STRIPE_WEBHOOK_SECRET")
+        if missing:
+            raise MissingSecretsError(missing)
+        return self
+
+    def _env_value(self, env_name: str) -> object:
+        return getattr(self, env_name.removeprefix("SUTRA_").lower())
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Accept the usual postgres:// spellings and pin the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError(
+        f"DATABASE_URL must be a PostgreSQL URL, got scheme of {url.split(':', 1)[0]!r}"
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

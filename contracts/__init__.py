@@ -1,0 +1,1 @@
+"""Pydantic contracts shared by the API, activities and workflows. Imports no ORM."""

@@ -1,0 +1,121 @@
+"""Contracts of journeys: entering a rule, its coupons, exits and attribution."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ENTER_JOURNEY = "enter_journey"
+CUSTOMER_CONTEXT = "customer_context"
+ISSUE_COUPON = "issue_coupon"
+REVOKE_COUPON = "revoke_coupon"
+SUPERSEDE_COUPONS = "supersede_coupons"
+EXIT_JOURNEY = "exit_journey"
+ATTRIBUTE_ORDER = "attribute_order"
+RULE_PAUSED_SIGNAL = "rule_paused"
+
+
+class PinnedRule(BaseModel):
+    """The rule version a journey entered with; it runs to the end on this version."""
+
+    rule_id: str
+    version: int
+    definition: dict[str, Any]
+
+
+class EnterJourneyInput(BaseModel):
+    trigger: str
+    customer_id: str
+    workflow_id: str
+    cart_id: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    only_rule: str | None = None  # test mode: this rule, whatever its status
+    test: bool = False
+
+
+class EnterJourneyResult(BaseModel):
+    rule: PinnedRule | None = None
+
+
+class CustomerContextInput(BaseModel):
+    customer_id: str
+
+
+class CustomerContextResult(BaseModel):
+    customer: dict[str, Any]
+
+
+class IssueCouponInput(BaseModel):
+    issue_key: str
+    percent_off: int
+    expires_in: timedelta
+    customer_id: str
+    cart_id: str | None
+    rule_id: str
+    rule_version: int
+    step: str
+    source: Literal["sutra", "shop"] = "sutra"
+
+
+class IssueCouponResult(BaseModel):
+    code: str
+    percent_off: int
+    expires_at: datetime
+
+
+class RevokeCouponInput(BaseModel):
+    code: str
+    reason: str
+
+
+class ExitJourneyInput(BaseModel):
+    workflow_id: str
+    rule_id: str
+    reason: str
+
+
+class AttributeOrderInput(BaseModel):
+    order_id: str
+    customer_id: str
+    cart_id: str | None
+    window: timedelta
+
+
+class AttributeOrderResult(BaseModel):
+    message_id: str | None = None
+    rule_id: str | None = None
+    step: str | None = None
+    revenue: str | None = None
+    discount: str | None = None
+
+
+class RulePaused(BaseModel):
+    """Signal ``rule_paused``: the rule was paused with its running journeys ended."""
+
+    rule_id: str
+
+
+class SentStep(BaseModel):
+    path: str
+    channel: str | None
+    status: str
+    message_id: str | None = None
+    coupon_code: str | None = None
+    at: datetime
+
+
+class JourneyState(BaseModel):
+    rule: PinnedRule
+    instance: str = Field(
+        description="The run that entered: keys stay unique if the cart is reused"
+    )
+    pc: int = 0
+    # When the step before the current one began: waits count from there, so a send that
+    # took a while (quiet hours, watching for a bounce) does not push the schedule back.
+    clock: datetime | None = None
+    variant: str | None = None
+    sent: list[SentStep] = Field(default_factory=list)
+    exit_reason: str | None = None
+    attributed_order: str | None = None

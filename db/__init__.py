@@ -1,0 +1,1 @@
+"""Database: engine and sessions (engine.py), tables (models.py), migrations (migrations/)."""

@@ -1,0 +1,497 @@
+"""Tables. Every schema change goes through an Alembic migration in db/migrations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Any:
+    return func.now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    # SHA-256 of the whole key: keys are 256-bit random, so a slow hash buys nothing.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Event(Base):
+    """Every accepted event, exactly as accepted. Its id is the client's idempotency key."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    order_id: Mapped[str | None] = mapped_column(String(128))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_events_customer_id_occurred_at", "customer_id", "occurred_at"),
+        Index(
+            "ix_events_cart_id_type",
+            "cart_id",
+            "type",
+            postgresql_where=text("cart_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_events_order_id_type",
+            "order_id",
+            "type",
+            postgresql_where=text("order_id IS NOT NULL"),
+        ),
+    )
+
+
+class EventRoute(Base):
+    """One delivery of an event into one workflow: the transactional outbox towards Temporal.
+
+    Written in the same transaction as the event, so an accepted event always has its
+    deliveries on record; the dispatcher delivers them in ``seq`` order per workflow.
+    Provider webhooks (a bounce, a reply) reach workflows the same way, without an event.
+    """
+
+    __tablename__ = "event_routes"
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    origin: Mapped[str] = mapped_column(String(32), server_default="event")
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    workflow_type: Mapped[str] = mapped_column(String(100))
+    # signal_with_start: create the workflow if needed; signal: only if it is running;
+    # signal_query: every running workflow target_query finds (workflow_id is then the
+    # ordering lane, e.g. "customer:c_1").
+    kind: Mapped[str] = mapped_column(String(32))
+    signal_name: Mapped[str] = mapped_column(String(100))
+    signal_payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # signal_query: the visibility query naming the workflows to signal.
+    target_query: Mapped[str | None] = mapped_column(Text)
+    start_input: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    search_attributes: Mapped[dict[str, str]] = mapped_column(JSONB, server_default="{}")
+    summary: Mapped[str | None] = mapped_column(Text)
+    # pending -> delivered | skipped (signal-only target not running)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now()
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_event_routes_pending", "seq", postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_event_routes_workflow_pending",
+            "workflow_id",
+            "seq",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_event_routes_event_id", "event_id"),
+    )
+
+
+class RouteHold(Base):
+    """A workflow whose head delivery failed for a reason of its own (not a Temporal outage).
+
+    Its later events wait behind it, preserving order, while every other workflow's
+    events flow on.
+    """
+
+    __tablename__ = "route_holds"
+
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Customer(Base):
+    """The profile Sutra keeps of a shop's customer, upserted from events."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    country: Mapped[str | None] = mapped_column(String(2))
+    birthday: Mapped[date | None] = mapped_column(Date)
+    consent_email: Mapped[bool | None] = mapped_column(Boolean)
+    consent_sms: Mapped[bool | None] = mapped_column(Boolean)
+    consent_whatsapp: Mapped[bool | None] = mapped_column(Boolean)
+    # occurred_at of the event each field was last taken from ({"email": "...", "consent.sms":
+    # "..."}): an older event arriving late must not overwrite newer data or consent.
+    fields_as_of: Mapped[dict[str, str]] = mapped_column(JSONB, server_default="{}")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (
+        Index("ix_customers_email", "email", postgresql_where=text("email IS NOT NULL")),
+        Index("ix_customers_phone", "phone", postgresql_where=text("phone IS NOT NULL")),
+    )
+
+
+class ConsentChange(Base):
+    """History of every change of a customer's consent on a channel, and where it came from."""
+
+    __tablename__ = "consent_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    previous: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_consent_changes_customer_id_occurred_at", "customer_id", "occurred_at"),
+    )
+
+
+class Message(Base):
+    """The message ledger: one row per message a journey asked for, on one channel attempt.
+
+    ``key`` is deterministic (workflow id, step, attempt) and written before any provider
+    call, so a retried activity finds the row and never sends twice.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(100))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    kind: Mapped[str] = mapped_column(String(16))
+    # queued, sending, sent, delivered, opened, clicked, bounced, failed, suppressed
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    to: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    coupon_code: Mapped[str | None] = mapped_column(String(64))
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[str | None] = mapped_column(String(64))
+    workflow_id: Mapped[str | None] = mapped_column(String(300))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    order_id: Mapped[str | None] = mapped_column(String(128))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    deferred_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    sending_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clicked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (
+        Index("ix_messages_customer_id_created_at", "customer_id", "created_at"),
+        Index("ix_messages_cart_id", "cart_id", postgresql_where=text("cart_id IS NOT NULL")),
+        Index("ix_messages_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")),
+        Index("ix_messages_rule_id", "rule_id", postgresql_where=text("rule_id IS NOT NULL")),
+        Index(
+            "ix_messages_provider_message_id",
+            "provider",
+            "provider_message_id",
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
+        # The frequency cap looks back at a customer's recent marketing sends per channel.
+        Index(
+            "ix_messages_marketing_sent",
+            "customer_id",
+            "channel",
+            "sent_at",
+            postgresql_where=text("kind = 'marketing'"),
+        ),
+    )
+
+
+class MessageEvent(Base):
+    """What providers reported about a message, once each (their event id is unique)."""
+
+    __tablename__ = "message_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id"),
+        Index("ix_message_events_message_id", "message_id"),
+    )
+
+
+class Suppression(Base):
+    """An address Sutra must not message: opted out (STOP, unsubscribe) or undeliverable.
+
+    ``scope`` "marketing" blocks marketing only (an unsubscribe); "all" blocks transactional
+    messages too (STOP, hard bounce, invalid number, spam report).
+    """
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    scope: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "uq_suppressions_active",
+            "channel",
+            "address",
+            "scope",
+            unique=True,
+            postgresql_where=text("lifted_at IS NULL"),
+        ),
+    )
+
+
+class TemplateOverride(Base):
+    """A marketer's version of a template for one channel and locale."""
+
+    __tablename__ = "templates"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(35), primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    kind: Mapped[str] = mapped_column(String(16))
+    context: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+
+class InboundMessage(Base):
+    """A customer's reply by SMS or WhatsApp."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    provider_message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    from_address: Mapped[str] = mapped_column(String(64))
+    to_address: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    keyword: Mapped[str | None] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (
+        Index("ix_inbound_messages_from_received", "channel", "from_address", "received_at"),
+    )
+
+
+class Rule(Base):
+    """An automation rule. Its definition lives in versions; journeys pin the version."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # A stable name for rules Sutra installs itself, so installing twice changes nothing.
+    slug: Mapped[str | None] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    trigger_event: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, server_default="100")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (Index("ix_rules_trigger_event_status", "trigger_event", "status"),)
+
+
+class RuleVersion(Base):
+    __tablename__ = "rule_versions"
+
+    rule_id: Mapped[str] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+
+
+class RuleAudit(Base):
+    """Who changed what in a rule, and when."""
+
+    __tablename__ = "rule_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(String(200))
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (Index("ix_rule_audit_rule_id_at", "rule_id", "at"),)
+
+
+class Coupon(Base):
+    """A single-use, expiring discount code bound to one customer (and cart)."""
+
+    __tablename__ = "coupons"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Deterministic (journey step): a retried activity finds its coupon instead of minting.
+    issue_key: Mapped[str] = mapped_column(String(400), unique=True)
+    percent_off: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), server_default="sutra")
+    # active -> redeemed | revoked ; expiry is read from expires_at
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    redeemed_order_id: Mapped[str | None] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_coupons_cart_id_status", "cart_id", "status"),
+        Index("ix_coupons_customer_id", "customer_id"),
+    )
+
+
+class Attribution(Base):
+    """An order credited to the last message the customer received before it."""
+
+    __tablename__ = "attributions"
+
+    order_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    rule_version: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    revenue: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    currency: Mapped[str] = mapped_column(String(3))
+    discount: Mapped[Decimal] = mapped_column(Numeric(18, 4), server_default="0")
+    coupon_code: Mapped[str | None] = mapped_column(String(64))
+    ordered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attributed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (Index("ix_attributions_rule_id", "rule_id", "rule_version"),)
+
+
+class JourneyEntry(Base):
+    """A customer entering a rule's journey: the basis of re-entry policy and analytics."""
+
+    __tablename__ = "journey_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    test: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    exited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_reason: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        UniqueConstraint("rule_id", "workflow_id"),
+        Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from embedded.stack import main
+
+sys.exit(main())

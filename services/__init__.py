@@ -1,0 +1,1 @@
+"""Business logic shared by the API, the dispatcher and activities. Services never commit."""

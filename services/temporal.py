@@ -1,0 +1,86 @@
+"""Connecting to Temporal the same way everywhere: dev server, test server or a cluster."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig, RPCError, TLSConfig
+
+from config.settings import Settings
+from contracts import search_attributes
+
+log = logging.getLogger(__name__)
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    if not (settings.temporal_tls or settings.temporal_tls_cert_path):
+        return False
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_path),
+        client_cert=read(settings.temporal_tls_cert_path),
+        client_private_key=read(settings.temporal_tls_key_path),
+    )
+
+
+# The API and dispatcher would rather learn of an outage in seconds and retry on their own
+# schedule than sit in the SDK's default ten seconds of retries.
+FAIL_FAST = RetryConfig(max_elapsed_time_millis=3000, max_retries=4)
+
+
+async def connect(
+    settings: Settings, *, lazy: bool = False, retry_config: RetryConfig | None = None
+) -> Client:
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    tls = tls_config(settings)
+    if api_key and tls is False:
+        tls = True  # API keys are only ever sent over TLS
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        tls=tls,
+        api_key=api_key,
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+        retry_config=retry_config,
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register Sutra's search attributes if missing.
+
+    A workflow that upserts an unregistered attribute fails its task forever, so the
+    worker does this before polling. Temporal Cloud refuses the operator call: there the
+    attributes are created once with ``tcld`` and this only logs.
+    """
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        missing = {
+            key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+            for key in search_attributes.ALL
+            if key.name not in existing.custom_attributes
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+            log.info("registered search attributes %s", ", ".join(missing))
+    except RPCError as exc:
+        log.warning(
+            "could not check or register search attributes (%s); make sure %s exist",
+            exc.message,
+            ", ".join(k.name for k in search_attributes.ALL),
+        )

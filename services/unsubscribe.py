@@ -1,0 +1,46 @@
+"""Unsubscribe links: signed, so they work without a login and cannot be forged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from config.settings import Settings
+from contracts.messages import Channel
+
+_SALT = "sutra.unsubscribe.v1"
+
+
+@dataclass(frozen=True)
+class UnsubscribeToken:
+    customer_id: str
+    channel: Channel
+    message_id: str | None
+
+
+def _serializer(settings: Settings) -> URLSafeSerializer:
+    return URLSafeSerializer(settings.secret_key.get_secret_value(), salt=_SALT)
+
+
+def unsubscribe_url(
+    settings: Settings, *, customer_id: str, channel: Channel, message_id: UUID | None
+) -> str:
+    # Not time-limited: a link in a year-old email must still work.
+    token = _serializer(settings).dumps(
+        {"c": customer_id, "ch": channel, "m": str(message_id) if message_id else None}
+    )
+    return f"{settings.public_url}/u/{token}"
+
+
+def read_token(settings: Settings, token: str) -> UnsubscribeToken | None:
+    try:
+        data = _serializer(settings).loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("ch") not in ("email", "sms", "whatsapp"):
+        return None
+    return UnsubscribeToken(
+        customer_id=str(data["c"]), channel=data["ch"], message_id=data.get("m")
+    )

@@ -1,0 +1,225 @@
+"""Shared fixtures: a real PostgreSQL database per run, real Temporal servers, the real app.
+
+The database is created fresh for each test run (and dropped after), on the server named
+by DATABASE_URL, or on an embedded pgserver when none is set; migrations build its schema.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.app import create_app
+from config.settings import Environment, Settings
+from contracts import search_attributes
+from db.engine import create_engine, create_sessionmaker
+from db.migrate import upgrade
+from embedded.binaries import temporal_cli, temporal_test_server
+from worker import build_worker
+
+pytest_plugins = ["tests.providers.fixtures"]
+
+ADMIN_KEY = "sutra_test_admin_" + secrets.token_urlsafe(16)
+
+
+def _admin_url() -> tuple[str, Any]:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("SUTRA_DATABASE_URL")
+    if url:
+        return url, None
+    import pgserver
+
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="sutra-pg-")), cleanup_mode="delete")
+    return server.get_uri("postgres"), server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return f"{base}?{query}" if query else base
+
+
+def create_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return _with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    """A maintenance connection to the PostgreSQL server tests make their databases on."""
+    url, server = _admin_url()
+    yield _plain(url)
+    if server is not None:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_url: str) -> Iterator[str]:
+    name = f"sutra_test_{os.getpid()}_{secrets.token_hex(4)}"
+    url = create_database(admin_url, name)
+    upgrade(url)
+    yield url
+    drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(Settings(env=Environment.test, database_url=database_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server, as `make run` starts it, for end-to-end tests."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attributes.ALL,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server: days of waiting in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server(),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for key in search_attributes.ALL
+            },
+        )
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+def make_settings(
+    database_url: str, temporal_address: str, task_queue: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "env": Environment.test,
+        "database_url": database_url,
+        "temporal_address": temporal_address,
+        "temporal_task_queue": task_queue,
+        "bootstrap_admin_key": ADMIN_KEY,
+        "dispatcher_poll_interval": timedelta(milliseconds=100),
+        "dispatcher_max_backoff": timedelta(seconds=1),
+        "dispatcher_rpc_timeout": timedelta(seconds=2),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, dev_server: WorkflowEnvironment, task_queue: str) -> Settings:
+    return make_settings(
+        database_url, dev_server.client.service_client.config.target_host, task_queue
+    )
+
+
+@pytest.fixture
+async def worker(
+    dev_server: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[Worker]:
+    worker = build_worker(dev_server.client, task_queue, sessionmaker)
+    async with worker:
+        yield worker
+
+
+class Api:
+    """The app, served in-process through its real lifespan (dispatcher included)."""
+
+    def __init__(self, http: httpx.AsyncClient, app: Any) -> None:
+        self.http = http
+        self.app = app
+
+    async def post_event(self, event: dict[str, Any], key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.http.post("/v1/events", json=event, headers=auth(key))
+
+    async def post_batch(self, events: list[Any], key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.http.post("/v1/events/batch", json={"events": events}, headers=auth(key))
+
+    async def get(self, path: str, key: str = ADMIN_KEY) -> httpx.Response:
+        return await self.http.get(path, headers=auth(key))
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def start_api(settings: Settings) -> tuple[Api, Any]:
+    app = create_app(settings)
+    manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
+    await manager.__aenter__()
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=manager.app), base_url="http://sutra"
+    )
+    return Api(http, app), manager
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    client, manager = await start_api(settings)
+    yield client
+    await client.http.aclose()
+    await manager.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def temporal(dev_server: WorkflowEnvironment) -> Client:
+    return dev_server.client

@@ -1,0 +1,142 @@
+"""A fake SendGrid Mail Send endpoint: validates what the real SDK sends, records it,
+answers like SendGrid, and can fail or hang on demand."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from werkzeug.wrappers import Request, Response
+
+from tests.providers.openapi import violations
+
+
+@dataclass
+class RecordedMail:
+    json: dict[str, Any]
+    headers: dict[str, str]
+    message_id: str
+
+    @property
+    def to(self) -> list[str]:
+        return [r["email"] for p in self.json["personalizations"] for r in p["to"]]
+
+    def content(self, kind: str) -> str | None:
+        return next((c["value"] for c in self.json.get("content", []) if c["type"] == kind), None)
+
+
+@dataclass
+class _Failure:
+    status: int
+    body: dict[str, Any]
+    times: int
+
+
+class FakeSendGrid:
+    def __init__(self, api_key: str = "SG.test-key") -> None:
+        self.api_key = api_key
+        self.server = HTTPServer(threaded=True)
+        self.requests: list[RecordedMail] = []
+        self.violations: list[str] = []
+        self._failures: list[_Failure] = []
+        self._lock = threading.Lock()
+        self._hold: threading.Event | None = None
+        self._drop_held = False
+        self.held = threading.Semaphore(0)
+
+    def start(self) -> FakeSendGrid:
+        self.server.start()
+        self.server.expect_request(
+            re.compile(r"^/v3/mail/send$"), method="POST"
+        ).respond_with_handler(self._mail_send)
+        return self
+
+    def reset(self) -> None:
+        """Forget everything between tests; the server keeps running."""
+        self.release()
+        self.requests.clear()
+        self.violations.clear()
+        self._failures.clear()
+        self.held = threading.Semaphore(0)
+
+    def stop(self) -> None:
+        self.release()
+        self.server.clear()
+        if self.server.is_running():
+            self.server.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("").rstrip("/")
+
+    def fail_next(self, status: int, body: dict[str, Any] | None = None, times: int = 1) -> None:
+        default = {"errors": [{"message": "injected failure", "field": None, "help": None}]}
+        with self._lock:
+            self._failures.append(_Failure(status, body or default, times))
+
+    def hold(self, *, drop: bool = False) -> None:
+        """Block the next requests until ``release()``. Held requests are recorded first
+        (the provider got them), unless ``drop`` (they never arrived)."""
+        self._hold = threading.Event()
+        self._drop_held = drop
+
+    def release(self) -> None:
+        if self._hold is not None:
+            self._hold.set()
+        self._hold = None
+
+    def sent_to(self, email: str) -> list[RecordedMail]:
+        return [m for m in self.requests if email in m.to]
+
+    def _mail_send(self, request: Request) -> Response:
+        problems = violations("sendgrid", request)
+        if problems:
+            self.violations += problems
+            return _json(
+                400, {"errors": [{"message": p, "field": None, "help": None} for p in problems]}
+            )
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _json(
+                401,
+                {
+                    "errors": [
+                        {
+                            "message": "The provided authorization grant is invalid",
+                            "field": None,
+                            "help": None,
+                        }
+                    ]
+                },
+            )
+        with self._lock:
+            failure = self._failures[0] if self._failures else None
+            if failure is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.pop(0)
+        if failure is not None:
+            return _json(failure.status, failure.body)
+        hold, drop = self._hold, self._drop_held
+        message_id = uuid.uuid4().hex[:22]
+        mail = RecordedMail(
+            json=json.loads(request.get_data()),
+            headers=dict(request.headers),
+            message_id=message_id,
+        )
+        if hold is None or not drop:
+            self.requests.append(mail)
+        if hold is not None:
+            self.held.release()
+            hold.wait(timeout=60)
+            if drop:
+                return _json(503, {"errors": [{"message": "dropped", "field": None, "help": None}]})
+        return Response(status=202, headers={"X-Message-Id": message_id})
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")

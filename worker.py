@@ -1,0 +1,95 @@
+"""The Temporal worker: runs Sutra's workflows and activities. ``python worker.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.carts import CartActivities
+from activities.journeys import JourneyActivities
+from activities.messaging import MessagingActivities
+from channels import build_adapters
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from db.engine import create_engine, create_sessionmaker
+from services.messaging import Messaging
+from services.templates import Renderer
+from services.temporal import connect, ensure_search_attributes
+from workflows import ALL as WORKFLOWS
+
+log = logging.getLogger("sutra.worker")
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings | None = None,
+    *,
+    extra_workflows: Sequence[type] = (),
+) -> Worker:
+    """The production wiring; tests build their workers with this too."""
+    settings = settings or get_settings()
+    carts = CartActivities(sessionmaker)
+    messaging = MessagingActivities(
+        Messaging(settings, sessionmaker, build_adapters(settings), Renderer())
+    )
+    journeys = JourneyActivities(settings, sessionmaker)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=[carts.prepare_cart, messaging.send_message, *journeys.all()],
+    )
+
+
+async def connect_with_retry(settings: Settings) -> Client:
+    delay = 1.0
+    while True:
+        try:
+            return await connect(settings)
+        except Exception as exc:  # the server may still be starting
+            log.warning(
+                "Temporal at %s not reachable (%s); retrying", settings.temporal_address, exc
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    client = await connect_with_retry(settings)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    engine = create_engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(
+        client, settings.temporal_task_queue, create_sessionmaker(engine), settings
+    )
+    log.info("worker polling task queue %r", settings.temporal_task_queue)
+    async with worker:
+        await stop.wait()
+        log.info("worker shutting down")
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    # The SDK's Rust threads can outlive the event loop and abort interpreter finalization
+    # ("PyGILState_Release ... must be current", temporalio/sdk-python#300). Everything is
+    # shut down and flushed by now, so skip finalization.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

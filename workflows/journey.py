@@ -1,0 +1,311 @@
+"""The step interpreter every journey runs: a rule version's steps, compiled to a flat
+program, executed with durable timers.
+
+Not a workflow itself: a journey workflow (the cart workflow, lifecycle journeys) holds a
+``JourneyRunner`` and gives it two views of the world:
+
+- ``gate()``: whether the journey may move on now (a cart must be idle; activity on it
+  pauses the journey, and the interrupted wait starts over once it is idle again);
+- ``stop()``: the reason the journey must end, or None. Checked before every step and
+  watched during every wait, so an order or an unsubscribe ends a wait at once.
+
+The position (``pc``) is in the journey state, so a pause, a worker restart or a
+continue-as-new resumes at the next unsent step and never sends one twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.conditions import evaluate
+    from contracts.journeys import (
+        CUSTOMER_CONTEXT,
+        ISSUE_COUPON,
+        REVOKE_COUPON,
+        SUPERSEDE_COUPONS,
+        CustomerContextInput,
+        CustomerContextResult,
+        IssueCouponInput,
+        IssueCouponResult,
+        JourneyState,
+        RevokeCouponInput,
+        SentStep,
+    )
+    from contracts.messages import MessageRequest, QuietHours
+    from contracts.rules import Op, RuleDefinition, Send, compile_steps
+    from workflows.messaging import Messenger
+
+ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+_REACHED = frozenset({"sent", "delivered"})
+
+
+def split_bucket(rule_id: str, customer_id: str) -> int:
+    """0-99, the same for a customer and rule on every replay and every worker."""
+    digest = hashlib.sha256(f"{rule_id}:{customer_id}".encode()).hexdigest()
+    return int(digest[:8], 16) % 100
+
+
+def choose_variant(variants: list[tuple[int, int, str]], bucket: int) -> tuple[int, str]:
+    floor = 0
+    for weight, start, name in variants:
+        floor += weight
+        if bucket < floor:
+            return start, name
+    weight, start, name = variants[-1]
+    return start, name
+
+
+def until_local(now: datetime, at: time, zone_name: str) -> timedelta:
+    """How long until the next ``at`` o'clock in the customer's zone."""
+    try:
+        zone = ZoneInfo(zone_name)
+    except Exception:
+        zone = ZoneInfo("UTC")
+    local = now.astimezone(zone)
+    target = datetime.combine(local.date(), at, tzinfo=zone)
+    if target <= local:
+        target = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=zone)
+    return target - local
+
+
+class JourneyRunner:
+    def __init__(
+        self,
+        state: JourneyState,
+        messenger: Messenger,
+        *,
+        workflow_id: str,
+        customer_id: str,
+        cart_id: str | None,
+        gate: Callable[[], bool],
+        stop: Callable[[], str | None],
+        context: Callable[[], dict[str, Any]],
+        time_scale: float = 1.0,
+        test: bool = False,
+    ) -> None:
+        self.state = state
+        self.messenger = messenger
+        self.workflow_id = workflow_id
+        self.customer_id = customer_id
+        self.cart_id = cart_id
+        self.gate = gate
+        self.stop = stop
+        self.context = context
+        self.time_scale = time_scale
+        self.test = test
+        self.definition = RuleDefinition.model_validate(state.rule.definition)
+        self.program = compile_steps(self.definition.steps)
+        self._customer: dict[str, Any] = {}
+
+    @property
+    def key(self) -> str:
+        rule = self.state.rule
+        return f"{self.workflow_id}/{self.state.instance}/{rule.rule_id}/v{rule.version}"
+
+    async def run(self) -> str:
+        """Run to the end of the program or until ``stop()``; return why it ended."""
+        while self.state.pc < len(self.program):
+            reason = await self._held()
+            if reason:
+                return reason
+            op = self.program[self.state.pc]
+            if op.kind == "wait":
+                reason = await self._wait(self._scaled(op.wait))
+            elif op.kind == "wait_until":
+                reason = await self._wait_until(op)
+            elif op.kind == "branch":
+                context = await self._fresh_context()
+                holds = evaluate(op.condition, context)
+                self.state.pc = self.state.pc + 1 if holds else (op.target or 0)
+                continue
+            elif op.kind == "split":
+                start, name = choose_variant(
+                    op.variants, split_bucket(self.state.rule.rule_id, self.customer_id)
+                )
+                self.state.variant = name
+                self.state.pc = start
+                continue
+            elif op.kind == "jump":
+                self.state.pc = op.target or 0
+                continue
+            else:
+                reason = await self._send(op)
+            if reason:
+                return reason
+            self.state.pc += 1
+        return "completed"
+
+    def _scaled(self, duration: timedelta | None) -> timedelta:
+        assert duration is not None
+        return duration / self.time_scale
+
+    async def _held(self) -> str | None:
+        """Wait while the journey is paused (the cart is active again)."""
+        await workflow.wait_condition(lambda: self.gate() or self.stop() is not None)
+        return self.stop()
+
+    async def _wait(self, duration: timedelta | Callable[[], timedelta]) -> str | None:
+        """Wait ``duration`` from the start of the previous step (recomputed after each
+        pause when it is a function)."""
+        while True:
+            length = duration() if callable(duration) else duration
+            start = self.state.clock or workflow.now()
+            timeout = start + length - workflow.now()
+            if timeout > timedelta(0):
+                try:
+                    await workflow.wait_condition(
+                        lambda: not self.gate() or self.stop() is not None, timeout=timeout
+                    )
+                except TimeoutError:
+                    self.state.clock = start + length
+                    return None
+            else:
+                self.state.clock = workflow.now()
+                return None
+            if self.stop() is not None:
+                return self.stop()
+            # Paused mid-wait: once idle again, the interrupted wait starts over from then.
+            reason = await self._held()
+            if reason:
+                return reason
+            self.state.clock = workflow.now()
+
+    async def _wait_until(self, op: Op) -> str | None:
+        assert op.wait_until is not None
+        at = op.wait_until
+        if not self._customer:
+            await self._fresh_context()
+        zone = str(self._customer.get("timezone") or "UTC")
+        # A clock time is counted from now, not from the previous step.
+        self.state.clock = workflow.now()
+        if self.time_scale != 1.0:
+            return await self._wait(timedelta(seconds=1))  # test runs do not wait for a day
+        return await self._wait(lambda: until_local(workflow.now(), at, zone))
+
+    async def _fresh_context(self) -> dict[str, Any]:
+        result = await workflow.execute_activity(
+            CUSTOMER_CONTEXT,
+            CustomerContextInput(customer_id=self.customer_id),
+            result_type=CustomerContextResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+        )
+        self._customer = result.customer
+        return {**self.context(), "customer": result.customer}
+
+    def _unsubscribed(self) -> bool:
+        consent = self._customer.get("consent") or {}
+        return not any(consent.get(channel) is True for channel in ("email", "sms", "whatsapp"))
+
+    async def _send(self, op: Op) -> str | None:
+        send = op.send
+        assert send is not None
+        self.state.clock = workflow.now()
+        context = await self._fresh_context()
+        exits = self.definition.exit
+        if exits.conditions is not None and evaluate(exits.conditions, context):
+            return "exit_condition"
+        if "unsubscribed" in exits.events and self._unsubscribed():
+            return "unsubscribed"
+        coupon = await self._coupon(op.path, send)
+        outcomes = []
+        for channels in [send.channels] if send.mode == "first" else [[c] for c in send.channels]:
+            suffix = "" if send.mode == "first" else f"/{channels[0]}"
+            outcome = await self.messenger.send(
+                self._request(op.path, suffix, send, channels, coupon, context)
+            )
+            outcomes.append(outcome)
+            self.state.sent.append(
+                SentStep(
+                    path=op.path,
+                    channel=outcome.channel,
+                    status=outcome.status,
+                    message_id=str(outcome.message_id) if outcome.message_id else None,
+                    coupon_code=coupon.code if coupon else None,
+                    at=workflow.now(),
+                )
+            )
+        if coupon is not None:
+            reached = any(o.status in _REACHED for o in outcomes)
+            if reached:
+                await workflow.execute_activity(
+                    SUPERSEDE_COUPONS,
+                    coupon.code,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=ACTIVITY_RETRY,
+                )
+            else:
+                await workflow.execute_activity(
+                    REVOKE_COUPON,
+                    RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=ACTIVITY_RETRY,
+                )
+        return None
+
+    async def _coupon(self, path: str, send: Send) -> IssueCouponResult | None:
+        if send.incentive is None:
+            return None
+        return await workflow.execute_activity(
+            ISSUE_COUPON,
+            IssueCouponInput(
+                issue_key=f"{self.key}/{path}",
+                percent_off=send.incentive.percent_off,
+                expires_in=send.incentive.expires_in,
+                customer_id=self.customer_id,
+                cart_id=self.cart_id,
+                rule_id=self.state.rule.rule_id,
+                rule_version=self.state.rule.version,
+                step=path,
+                source=send.incentive.source,
+            ),
+            result_type=IssueCouponResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+        )
+
+    def _request(
+        self,
+        path: str,
+        suffix: str,
+        send: Send,
+        channels: list[Any],
+        coupon: IssueCouponResult | None,
+        context: dict[str, Any],
+    ) -> MessageRequest:
+        variables = {k: v for k, v in context.items() if k not in ("customer", "event")}
+        if coupon is not None:
+            variables["coupon"] = {
+                "code": coupon.code,
+                "percent_off": coupon.percent_off,
+                "expires_at": coupon.expires_at.isoformat(),
+            }
+        quiet: QuietHours | str | None = self.definition.quiet_hours
+        rule = self.state.rule
+        return MessageRequest(
+            key=f"{self.key}/{path}{suffix}",
+            customer_id=self.customer_id,
+            channels=channels,
+            template=send.template,
+            kind="marketing",
+            context=variables,
+            quiet_hours=None if self.test else quiet,
+            frequency_cap=timedelta(0) if self.test else None,
+            cap_policy=send.cap_policy,
+            fallback_window=timedelta(minutes=10) / self.time_scale,
+            workflow_id=self.workflow_id,
+            rule_id=rule.rule_id,
+            rule_version=rule.version,
+            step=path,
+            variant=self.state.variant,
+            cart_id=self.cart_id,
+            coupon_code=coupon.code if coupon else None,
+        )
