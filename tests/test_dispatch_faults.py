@@ -116,7 +116,11 @@ async def _delivered(api: Api, event_id: str) -> dict[str, Any] | None:
 
 
 async def test_a_workflow_that_refuses_delivery_holds_back_only_itself(
-    api: Api, settings: Settings, worker, sessionmaker: async_sessionmaker[AsyncSession]
+    api: Api,
+    settings: Settings,
+    temporal: Client,
+    worker,
+    sessionmaker: async_sessionmaker[AsyncSession],
 ):
     """A delivery Temporal rejects for this workflow alone (here: a payload over its blob
     size limit, as a bad deploy might write) is retried with backoff; later events for the
@@ -152,3 +156,16 @@ async def test_a_workflow_that_refuses_delivery_holds_back_only_itself(
     waiting = await _route(api, stuck[1]["id"])
     assert waiting["status"] == "pending"
     assert waiting["attempts"] == 0, "a later event must never overtake the failing one"
+
+    # Repaired (as an operator would after the bad deploy), the held events flow, in order.
+    async with sessionmaker() as session, session.begin():
+        broken = await session.scalar(
+            select(EventRoute).where(EventRoute.event_id == stuck[0]["id"])
+        )
+        assert broken is not None
+        broken.signal_payload = {k: v for k, v in broken.signal_payload.items() if k != "padding"}
+    for event in stuck:
+        await eventually(
+            functools.partial(_delivered, api, event["id"]), what="the repaired events"
+        )
+    assert await _signal_order(temporal, f"cart/{cart_id}") == [e["id"] for e in stuck]
