@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from activities.carts import CartActivities
 from activities.journeys import JourneyActivities
 from activities.messaging import MessagingActivities
+from activities.orders import OrderActivities
 from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -43,11 +44,17 @@ def build_worker(
         Messaging(settings, sessionmaker, build_adapters(settings), Renderer())
     )
     journeys = JourneyActivities(settings, sessionmaker)
+    orders = OrderActivities(settings, sessionmaker)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=[carts.prepare_cart, messaging.send_message, *journeys.all()],
+        activities=[
+            carts.prepare_cart,
+            messaging.send_message,
+            *journeys.all(),
+            *orders.all(),
+        ],
     )
 
 

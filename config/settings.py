@@ -10,6 +10,8 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.payment_policy import PaymentPolicy
+
 # Only ever accepted outside production: it lets `make run` work with nothing configured.
 DEV_SECRET_KEY = "sutra-development-only-secret-key-change-me"
 
@@ -89,6 +91,8 @@ class Settings(BaseSettings):
     # report it (SendGrid has no lookup; its event webhook is the witness).
     send_confirmation_grace: timedelta = timedelta(minutes=2)
     webhook_tolerance: timedelta = timedelta(minutes=5)
+    # Razorpay signs no timestamp and retries for 24 h: older notifications are replays.
+    payment_webhook_max_age: timedelta = timedelta(hours=48)
 
     # Channels.
     email_from: str = "shop@example.com"
@@ -105,6 +109,14 @@ class Settings(BaseSettings):
     # Rules whose incentives come from the shop call this endpoint (HMAC-signed).
     coupon_webhook_url: str | None = None
     coupon_webhook_secret: SecretStr | None = None
+
+    # Orders and payments: upfront shares, deadlines, reminders (JSON in SUTRA_PAYMENT_POLICY).
+    payment_policy: PaymentPolicy = Field(default_factory=PaymentPolicy)
+    # The shop hears of cancellations and SLA breaches here (HMAC-signed, retried durably).
+    shop_webhook_url: str | None = None
+    shop_webhook_secret: SecretStr | None = None
+    razorpay_base_url: str = "https://api.razorpay.com"
+    stripe_api_base: str = "https://api.stripe.com"
 
     # Providers. Absent credentials mean that channel writes to the outbox.
     sendgrid_api_key: SecretStr | None = None
@@ -194,6 +206,8 @@ class Settings(BaseSettings):
             missing.append("SUTRA_RAZORPAY_WEBHOOK_SECRET")
         if self.stripe_api_key and not self.stripe_webhook_secret:
             missing.append("SUTRA_STRIPE_WEBHOOK_SECRET")
+        if self.shop_webhook_url and not self.shop_webhook_secret:
+            missing.append("SUTRA_SHOP_WEBHOOK_SECRET")
         if missing:
             raise MissingSecretsError(missing)
         return self

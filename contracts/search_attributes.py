@@ -7,8 +7,17 @@ CART_ID = SearchAttributeKey.for_keyword("CartId")
 ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
 RULE_ID = SearchAttributeKey.for_keyword("RuleId")
 JOURNEY_STATUS = SearchAttributeKey.for_keyword("JourneyStatus")
+# "true" once a confirmed order has waited too long to ship: `SlaBreached = "true"` in the UI.
+SLA_BREACHED = SearchAttributeKey.for_keyword("SlaBreached")
 
-ALL: tuple[SearchAttributeKey[str], ...] = (CUSTOMER_ID, CART_ID, ORDER_ID, RULE_ID, JOURNEY_STATUS)
+ALL: tuple[SearchAttributeKey[str], ...] = (
+    CUSTOMER_ID,
+    CART_ID,
+    ORDER_ID,
+    RULE_ID,
+    JOURNEY_STATUS,
+    SLA_BREACHED,
+)
 
 
 def dev_server_args() -> list[str]:

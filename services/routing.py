@@ -14,9 +14,26 @@ from config.settings import Settings
 from contracts import search_attributes as sa
 from contracts import workflow_ids
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
-from contracts.events import CartUpdated, CheckoutStarted, OrderPlaced
+from contracts.events import (
+    CartUpdated,
+    CheckoutStarted,
+    OrderCancelled,
+    OrderDelivered,
+    OrderOutForDelivery,
+    OrderPacked,
+    OrderPlaced,
+    OrderRto,
+    OrderShipped,
+    PaymentCaptured,
+    PaymentFailed,
+)
+from contracts.orders import OrderEvent, OrderLine, PlacedOrder, StartOrderInput
 
 CART_WORKFLOW = "CartWorkflow"
+ORDER_WORKFLOW = "OrderWorkflow"
+_ORDER_PROGRESS = (
+    OrderPacked | OrderShipped | OrderOutForDelivery | OrderDelivered | OrderCancelled | OrderRto
+)
 EVENT_SIGNAL = "event"
 
 
@@ -38,12 +55,76 @@ def routes_for(event: Any, settings: Settings) -> list[Route]:
     if isinstance(event, CartUpdated | CheckoutStarted):
         return [_cart_activity(event, settings)]
     if isinstance(event, OrderPlaced):
-        routes = [_customer_ordered(event)]
+        routes = [_order_placed(event), _customer_ordered(event)]
         if event.data.cart_id:
-            routes.insert(0, _cart_ordered(event))
+            routes.insert(1, _cart_ordered(event))
         return routes
-    # Order, lifecycle and product workflows subscribe here as they are built.
+    if isinstance(event, PaymentCaptured | PaymentFailed):
+        data = event.data
+        signal = OrderEvent(
+            event_id=event.id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            amount=data.amount,
+            currency=data.currency,
+            payment_id=data.payment_id,
+            provider=data.provider,
+            purpose=getattr(data, "purpose", None),
+            reason=data.reason,
+        )
+        return [_to_order(data.order_id, event.customer_id, signal)]
+    if isinstance(event, _ORDER_PROGRESS):
+        progress = event.data
+        signal = OrderEvent(
+            event_id=event.id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            tracking_url=progress.tracking_url,
+            carrier=progress.carrier,
+            reason=progress.reason,
+        )
+        return [_to_order(progress.order_id, event.customer_id, signal)]
+    # Lifecycle and product workflows subscribe here as they are built.
     return []
+
+
+def _order_placed(event: OrderPlaced) -> Route:
+    data = event.data
+    placed = PlacedOrder(
+        order_id=data.order_id,
+        customer_id=event.customer.id,
+        cart_id=data.cart_id,
+        items=[OrderLine.model_validate(item.model_dump()) for item in data.items],
+        total=data.total,
+        currency=data.currency,
+        payment_type=data.payment_type,
+        payment_status=data.payment_status,
+        upfront_amount=data.upfront_amount,
+        remaining_amount=data.remaining_amount,
+        shipping=data.shipping.model_dump(exclude_none=True) if data.shipping else {},
+        placed_at=event.occurred_at,
+    )
+    signal = OrderEvent(
+        event_id=event.id, type=event.type, occurred_at=event.occurred_at, placed=placed
+    )
+    return _to_order(data.order_id, event.customer.id, signal)
+
+
+def _to_order(order_id: str, customer_id: str | None, signal: OrderEvent) -> Route:
+    """Every order event starts the order's workflow if need be: one that overtakes
+    ``order.placed`` waits inside it for the placement."""
+    attributes = {sa.ORDER_ID.name: order_id}
+    if customer_id:
+        attributes[sa.CUSTOMER_ID.name] = customer_id
+    return Route(
+        workflow_id=workflow_ids.order(order_id),
+        workflow_type=ORDER_WORKFLOW,
+        kind="signal_with_start",
+        signal_payload=signal.model_dump(mode="json"),
+        start_input=StartOrderInput(order_id=order_id).model_dump(mode="json"),
+        search_attributes=attributes,
+        summary=f"Order {order_id}" + (f" of customer {customer_id}" if customer_id else ""),
+    )
 
 
 def _cart_activity(event: CartUpdated | CheckoutStarted, settings: Settings) -> Route:

@@ -461,6 +461,15 @@ SAMPLES: dict[str, Any] = {
         "tracking_url": "https://track.example.com/ord_sample",
         "carrier": "TCS",
         "shipping_city": "Lahore",
+        "cancel_reason": "unpaid",
+        "refund_amount": None,
+        "confirm_by": "2026-11-23T10:00:00Z",
+        "prepay_offer": {
+            "percent_off": 5,
+            "amount": "8550.00",
+            "payment_link": "https://rzp.io/l/offer",
+            "valid_until": "2026-11-23T10:00:00Z",
+        },
     },
     "product": {
         "sku": "SKU9",

@@ -9,6 +9,7 @@ the same step on the next allowed channel.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -49,7 +50,12 @@ class Messenger:
     def report(self, message_id: str) -> MessageStatusUpdate | None:
         return self._reports.get(message_id)
 
-    async def send(self, request: MessageRequest) -> MessageOutcome:
+    async def send(
+        self, request: MessageRequest, dispatched: Callable[[], None] | None = None
+    ) -> MessageOutcome:
+        """``dispatched`` is called once the first channel has taken the message (or it
+        was settled otherwise), before any wait for a bounce: callers that must keep their
+        messages in order start the next one then."""
         excluded: list[Channel] = []
         attempt = 1
         while True:
@@ -63,6 +69,8 @@ class Messenger:
                     retry_policy=SEND_RETRY,
                 )
             except ActivityError as err:
+                if dispatched is not None:
+                    dispatched()
                 return MessageOutcome(
                     status="failed", reason=f"gave up: {err.cause or err}", attempts=attempt
                 )
@@ -70,6 +78,8 @@ class Messenger:
                 wait = (result.until - workflow.now()) if result.until else timedelta(minutes=1)
                 await workflow.sleep(max(wait, timedelta(seconds=1)))
                 continue
+            if dispatched is not None:
+                dispatched()
             outcome = MessageOutcome(
                 status="sent" if result.status == "sent" else result.status,
                 channel=result.channel,

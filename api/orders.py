@@ -1,0 +1,155 @@
+"""Orders (ops and backend): live state from the order workflow, and transitions as
+Temporal updates whose validator refuses impossible moves before anything is recorded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import TemporalDep, require
+from api.errors import Conflict, NotFound, ServiceUnavailable, documented
+from contracts import workflow_ids
+from contracts.orders import (
+    INVALID_TRANSITION,
+    STATE_QUERY,
+    TRANSITION_UPDATE,
+    HistoryEntry,
+    OrderState,
+    OrderStatus,
+    PaymentLinkInfo,
+    RefundInfo,
+    TransitionRequest,
+)
+from services.api_keys import Principal
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+_TIMEOUT = timedelta(seconds=10)
+
+
+class OrderView(BaseModel):
+    order_id: str
+    status: OrderStatus
+    payment_type: str | None
+    payment_status: str
+    currency: str | None
+    total: Decimal | None
+    discount: Decimal
+    upfront_amount: Decimal | None
+    remaining_amount: Decimal | None
+    paid_amount: Decimal
+    payment_link: str | None
+    pay_by: datetime | None
+    payment_links: list[PaymentLinkInfo]
+    refund: RefundInfo | None
+    customer_id: str | None
+    cart_id: str | None
+    tracking_url: str | None
+    carrier: str | None
+    on_hold: bool
+    sla_breached: bool
+    cancel_reason: str | None
+    rto_reason: str | None
+    reminders_sent: int
+    history: list[HistoryEntry]
+
+
+def _view(state: OrderState) -> OrderView:
+    return OrderView(
+        **state.model_dump(
+            include={
+                "order_id",
+                "status",
+                "payment_type",
+                "payment_status",
+                "currency",
+                "total",
+                "discount",
+                "upfront_amount",
+                "remaining_amount",
+                "paid_amount",
+                "payment_link",
+                "pay_by",
+                "refund",
+                "customer_id",
+                "cart_id",
+                "tracking_url",
+                "carrier",
+                "on_hold",
+                "sla_breached",
+                "cancel_reason",
+                "rto_reason",
+                "reminders_sent",
+                "history",
+            }
+        ),
+        payment_links=state.links,
+    )
+
+
+@router.get(
+    "/{order_id}",
+    summary="An order's live state from its workflow",
+    responses=documented(401, 403, 404, 503),
+)
+async def get_order(
+    order_id: str, temporal: TemporalDep, _: Annotated[Principal, Depends(require("ops"))]
+) -> OrderView:
+    handle = temporal.get_workflow_handle(workflow_ids.order(order_id))
+    try:
+        state = await handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"no order workflow for order {order_id!r}") from exc
+        raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
+    except WorkflowQueryFailedError as exc:
+        raise ServiceUnavailable(f"the order workflow could not answer: {exc}") from exc
+    if state.placed_at is None:
+        raise NotFound(f"order {order_id!r} has events but has not been placed")
+    return _view(state)
+
+
+@router.post(
+    "/{order_id}/transitions",
+    summary="Move an order (refused with 409 and the current status when impossible)",
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
+)
+async def transition_order(
+    order_id: str,
+    body: TransitionRequest,
+    temporal: TemporalDep,
+    principal: Annotated[Principal, Depends(require("ops"))],
+) -> OrderView:
+    handle = temporal.get_workflow_handle(workflow_ids.order(order_id))
+    request = body.model_copy(update={"by": principal.name})
+    try:
+        state = await handle.execute_update(
+            TRANSITION_UPDATE, request, result_type=OrderState, rpc_timeout=timedelta(seconds=60)
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
+            current = cause.details[0] if cause.details else None
+            raise Conflict(cause.message, status=current, current_status=current) from exc
+        raise ServiceUnavailable(f"the order workflow failed the transition: {exc}") from exc
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
+        # A finished order's workflow takes no updates, but still says where it ended.
+        try:
+            final = await handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError):
+            raise NotFound(f"no order workflow for order {order_id!r}") from exc
+        current = final.status.value
+        raise Conflict(
+            f"order {order_id} is {current}, a final status: it cannot go to {body.to}",
+            status=current,
+            current_status=current,
+        ) from exc
+    return _view(state)

@@ -1,0 +1,220 @@
+"""A shop selling on the time-skipping server, for order-workflow tests: events go in as
+intake and the dispatcher would put them, payment providers are the real SDKs against the
+fake Razorpay/Stripe servers, and the shop's own webhook endpoint is a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from pytest_httpserver import HTTPServer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from werkzeug.wrappers import Request, Response
+
+from config.settings import Settings
+from contracts.events import EVENT_ADAPTER
+from contracts.messages import InboundMessageSignal
+from contracts.orders import STATE_QUERY, OrderState, TransitionRequest
+from db.models import Event, Message, PaymentLink
+from services.dispatcher import Dispatcher
+from services.intake import ingest
+from services.payments import record_capture
+from services.routing import routes_for
+from tests.factories import customer, item, uid
+
+SHOP_SECRET = "shop-webhook-secret"
+
+
+class ShopEndpoint:
+    """The shop's backend receiving Sutra's signed notices."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.notices: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self.fail_next = 0
+        server.expect_request("/sutra-webhooks").respond_with_handler(self._handle)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("/sutra-webhooks")
+
+    def _handle(self, request: Request) -> Response:
+        body = request.get_data()
+        stamp, _, digest = request.headers.get("X-Sutra-Signature", "").partition(",v1=")
+        expected = hmac.new(
+            SHOP_SECRET.encode(), f"{stamp.removeprefix('t=')}.".encode() + body, hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(expected, digest):
+            self.bad_signatures += 1
+            return Response(status=401)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return Response(status=503)
+        notice = json.loads(body)
+        notice["idempotency_key"] = request.headers.get("Idempotency-Key")
+        self.notices.append(notice)
+        return Response(status=204)
+
+    def types(self, order_id: str) -> list[str]:
+        return [n["type"] for n in self.notices if n["order_id"] == order_id]
+
+
+class OrderShop:
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.env = env
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.dispatcher = Dispatcher(settings, sessionmaker, env.client)
+        self.orders: list[str] = []
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def send(self, event: dict[str, Any]) -> str:
+        parsed = EVENT_ADAPTER.validate_python(event)
+        async with self.sessionmaker() as session, session.begin():
+            [status] = await ingest(session, [parsed], settings=self.settings, api_key_id=None)
+        if status == "accepted":
+            await self._deliver(parsed)
+        return status
+
+    async def _deliver(self, parsed: Any) -> None:
+        for route in routes_for(parsed, self.settings):
+            if route.kind != "signal_query":  # visibility is the dev server's business
+                await self.dispatcher._deliver(route.__dict__)
+
+    async def place(
+        self,
+        payment_type: str,
+        *,
+        currency: str = "PKR",
+        total: str = "4500.00",
+        items: list[dict[str, Any]] | None = None,
+        **data: Any,
+    ) -> str:
+        order_id = uid("ord")
+        self.orders.append(order_id)
+        customer_id = uid("c")
+        await self.send(
+            {
+                "id": uid("evt"),
+                "type": "order.placed",
+                "occurred_at": _iso(await self.now()),
+                "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+                "data": {
+                    "order_id": order_id,
+                    "items": items or [item(unit_price=total)],
+                    "total": total,
+                    "currency": currency,
+                    "payment_type": payment_type,
+                    "payment_status": "pending",
+                    **data,
+                },
+            }
+        )
+        return order_id
+
+    async def event(
+        self, type: str, order_id: str, event_id: str | None = None, **data: Any
+    ) -> str:
+        return await self.send(
+            {
+                "id": event_id or uid("evt"),
+                "type": type,
+                "occurred_at": _iso(await self.now()),
+                "data": {"order_id": order_id, **data},
+            }
+        )
+
+    async def provider_paid(
+        self, order_id: str, *, payment_id: str, provider: str, event_id: str | None = None
+    ) -> str:
+        """What a verified provider webhook does (api/payment_webhooks.py)."""
+        link = await self.link(order_id)
+        event_id = event_id or f"{provider}:{uid('evt')}"
+        async with self.sessionmaker() as session, session.begin():
+            outcome = await record_capture(
+                session,
+                self.settings,
+                event_id=event_id,
+                reference=link.reference,
+                payment_id=payment_id,
+                amount=link.amount,
+                currency=link.currency,
+                provider=provider,
+                at=await self.now(),
+            )
+        if outcome == "accepted":
+            async with self.sessionmaker() as session:
+                row = await session.get(Event, event_id)
+            assert row is not None
+            await self._deliver(EVENT_ADAPTER.validate_python(row.payload))
+        return outcome
+
+    async def reply(self, order_id: str, body: str) -> None:
+        state = await self.state(order_id)
+        assert state.customer_id is not None
+        await self.handle(order_id).signal(
+            "inbound_message",
+            InboundMessageSignal(
+                inbound_id=secrets.randbelow(2**31),
+                customer_id=state.customer_id,
+                channel="whatsapp",
+                body=body,
+                received_at=await self.now(),
+            ),
+        )
+
+    async def transition(self, order_id: str, to: str, **values: Any) -> OrderState:
+        return await self.handle(order_id).execute_update(
+            "transition",
+            TransitionRequest.model_validate({"to": to, "by": "tests", **values}),
+            result_type=OrderState,
+        )
+
+    def handle(self, order_id: str) -> WorkflowHandle[Any, Any]:
+        return self.env.client.get_workflow_handle(f"order/{order_id}")
+
+    async def state(self, order_id: str) -> OrderState:
+        return await self.handle(order_id).query(STATE_QUERY, result_type=OrderState)
+
+    async def settle(self) -> None:
+        """Let the workflow act on what it was just told (time-skipping queries can lag)."""
+        await self.env.sleep(timedelta(seconds=1))
+
+    async def link(self, order_id: str) -> PaymentLink:
+        async with self.sessionmaker() as session:
+            row = await session.scalar(
+                select(PaymentLink)
+                .where(PaymentLink.order_id == order_id)
+                .order_by(PaymentLink.created_at)
+            )
+        assert row is not None, f"no payment link for {order_id}"
+        return row
+
+    async def templates(self, order_id: str) -> list[str]:
+        """Messages the customer received, in order (the first channel that took each)."""
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Message)
+                .where(Message.order_id == order_id, Message.status.in_(("sent", "delivered")))
+                .order_by(Message.created_at)
+            )
+            return [m.template for m in rows]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
