@@ -136,7 +136,7 @@ async def transition_order(
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
             current = cause.details[0] if cause.details else None
-            raise Conflict(cause.message, status=current, current_status=current) from exc
+            raise Conflict(cause.message, current_status=current) from exc
         raise ServiceUnavailable(f"the order workflow failed the transition: {exc}") from exc
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
@@ -149,7 +149,6 @@ async def transition_order(
         current = final.status.value
         raise Conflict(
             f"order {order_id} is {current}, a final status: it cannot go to {body.to}",
-            status=current,
             current_status=current,
         ) from exc
     return _view(state)
