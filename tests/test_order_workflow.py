@@ -434,3 +434,20 @@ async def test_cod_customer_taking_the_prepay_offer_becomes_prepaid(
         "fully_paid",
     )
     assert (state.paid_amount, state.discount) == (Decimal("950.00"), Decimal("50.00"))
+
+
+async def test_a_short_or_foreign_currency_payment_does_not_confirm_a_prepaid_order(
+    shop: OrderShop,
+):
+    order_id = await shop.place("prepaid", currency="PKR", total="4500.00")
+    await shop.settle()
+
+    await shop.event("payment.captured", order_id, amount="450.00", currency="PKR")
+    await shop.event("payment.captured", order_id, amount="4500.00", currency="USD")
+    await shop.settle()
+
+    state = await shop.state(order_id)
+    assert (state.status, state.payment_status) == ("awaiting_payment", "pending")
+    notes = [h.note or "" for h in state.history]
+    assert any("less than the 4500.00 due" in n for n in notes)
+    assert any("in USD, not PKR" in n for n in notes)

@@ -429,6 +429,7 @@ class OrderWorkflow:
         provider: str | None,
         by: str,
         purpose: str | None,
+        currency: str | None = None,
     ) -> None:
         state = self._state
         if payment_id is not None and payment_id == state.payment_id:
@@ -445,6 +446,9 @@ class OrderWorkflow:
             state.paid_amount += amount
             self._record(by, f"payment {payment_id} of {amount} after cancellation")
             await self._refund("payment after cancellation")
+            return
+        if currency is not None and currency != state.currency:
+            self._record(by, f"payment {payment_id} in {currency}, not {state.currency}: ignored")
             return
         state.payment_id = payment_id
         if provider:
@@ -474,6 +478,10 @@ class OrderWorkflow:
             if state.status is S.awaiting_payment or state.on_hold:
                 state.on_hold = False
                 await self._confirm(by, f"upfront {amount} paid")
+            return
+        due = (state.total or Decimal(0)) - state.discount - state.paid_amount
+        if amount < due:
+            self._record(by, f"payment {payment_id} of {amount} is less than the {due} due")
             return
         state.paid_amount += amount
         state.payment_status = "fully_paid"
@@ -515,7 +523,12 @@ class OrderWorkflow:
             return
         if event.type == "payment.captured":
             await self._paid(
-                event.amount or Decimal(0), event.payment_id, event.provider, by, event.purpose
+                event.amount or Decimal(0),
+                event.payment_id,
+                event.provider,
+                by,
+                event.purpose,
+                event.currency,
             )
             return
         if event.type == "payment.failed":
