@@ -97,7 +97,6 @@ async def shop(
 async def test_partial_cod_paid_after_the_second_reminder_is_confirmed_and_never_reminded_again(
     shop: OrderShop, fake_razorpay: FakeRazorpay
 ):
-    placed_at = await shop.now()
     order_id = await shop.place("partial_cod", currency="INR", total="2999.99")
     await shop.settle()
 
@@ -105,6 +104,8 @@ async def test_partial_cod_paid_after_the_second_reminder_is_confirmed_and_never
     assert create.body["amount"] == 45000  # 15% of ₹2,999.99 = ₹449.9985, up to ₹450.00
     assert create.body["currency"] == "INR"
     assert create.body["reference_id"] == f"{order_id}-upfront"
+    placed_at = (await shop.state(order_id)).placed_at
+    assert placed_at is not None  # the order's occurred_at
     assert create.body["expire_by"] == int((placed_at + 24 * HOUR).timestamp())
     state = await shop.state(order_id)
     assert (state.status, state.payment_status) == ("awaiting_payment", "pending")
@@ -451,3 +452,52 @@ async def test_a_short_or_foreign_currency_payment_does_not_confirm_a_prepaid_or
     notes = [h.note or "" for h in state.history]
     assert any("less than the 4500.00 due" in n for n in notes)
     assert any("in USD, not PKR" in n for n in notes)
+
+
+async def test_every_payment_type_reaches_every_terminal_state(shop: OrderShop):
+    """delivered, cancelled and rto for prepaid, cod and partial_cod (the upfront of a
+    returned partial-COD parcel is kept: covering the return is what it is for)."""
+    ended: dict[tuple[str, str], str] = {}
+    for payment_type in ("prepaid", "cod", "partial_cod"):
+        for terminal in ("delivered", "cancelled", "rto"):
+            order_id = await shop.place(payment_type, currency="PKR", total="4500.00")
+            await shop.settle()
+            if payment_type == "prepaid":
+                await shop.event(
+                    "payment.captured",
+                    order_id,
+                    amount="4500.00",
+                    currency="PKR",
+                    payment_id=f"pi_{order_id}",
+                    provider="stripe",
+                )
+            elif payment_type == "partial_cod":
+                await shop.event(
+                    "payment.captured",
+                    order_id,
+                    amount="675.00",
+                    currency="PKR",
+                    payment_id=f"pay_{order_id}",
+                    provider="stripe",
+                )
+            await shop.settle()
+            if terminal == "cancelled":
+                await shop.transition(order_id, "cancelled")
+            else:
+                await shop.transition(order_id, "shipped")
+                await shop.event(f"order.{terminal}", order_id, reason="refused at the door")
+                await shop.settle()
+            state = await shop.state(order_id)
+            ended[(payment_type, terminal)] = f"{state.status}/{state.payment_status}"
+
+    assert ended == {
+        ("prepaid", "delivered"): "delivered/fully_paid",
+        ("prepaid", "cancelled"): "cancelled/refunded",
+        ("prepaid", "rto"): "rto/fully_paid",
+        ("cod", "delivered"): "delivered/fully_paid",
+        ("cod", "cancelled"): "cancelled/pending",
+        ("cod", "rto"): "rto/pending",
+        ("partial_cod", "delivered"): "delivered/fully_paid",
+        ("partial_cod", "cancelled"): "cancelled/refunded",
+        ("partial_cod", "rto"): "rto/partially_paid",
+    }
