@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -10,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from contracts.journeys import JourneyState
+from contracts.orders import OrderLine
 
 PREPARE_CART = "prepare_cart"
 
@@ -122,17 +124,22 @@ def template_cart(cart_id: str, snapshot: CartSnapshot | None) -> dict[str, obje
         "first_item_name": items[0].name if items else "",
         "checkout_url": snapshot.checkout_url if snapshot else None,
         "checkout_started": False,
-        "items": [
-            {
-                "sku": i.sku,
-                "name": i.name,
-                "quantity": i.quantity,
-                "unit_price": str(i.unit_price),
-                "line_total": str(i.unit_price * i.quantity),
-                "category": i.category,
-                "url": i.url,
-                "image_url": i.image_url,
-            }
-            for i in items
-        ],
+        "items": template_lines(items),
     }
+
+
+def template_lines(items: Iterable[CartItem | OrderLine]) -> list[dict[str, object]]:
+    """Cart or order lines as templates see them (templates/README.md)."""
+    return [
+        {
+            "sku": i.sku,
+            "name": i.name,
+            "quantity": i.quantity,
+            "unit_price": str(i.unit_price),
+            "line_total": str(i.unit_price * i.quantity),
+            "category": i.category,
+            "url": i.url,
+            "image_url": getattr(i, "image_url", None),
+        }
+        for i in items
+    ]

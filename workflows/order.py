@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from contracts import search_attributes as sa
+    from contracts.carts import template_lines
     from contracts.messages import (
         INBOUND_SIGNAL,
         MESSAGE_STATUS_SIGNAL,
@@ -101,18 +102,13 @@ class _Flag:
         self.done = True
 
 
-@dataclass
-class _Inbox:
-    items: list[OrderEvent | _Command | InboundMessageSignal] = field(default_factory=list)
-
-
 @workflow.defn(name="OrderWorkflow")
 class OrderWorkflow:
     @workflow.init
     def __init__(self, input: StartOrderInput) -> None:
         self._state = OrderState(order_id=input.order_id)
         self._seen: set[str] = set()
-        self._inbox = _Inbox()
+        self._inbox: list[OrderEvent | _Command | InboundMessageSignal] = []
         self._early: list[OrderEvent] = []
         self._messenger = Messenger()
         self._policy = PaymentPolicy()
@@ -130,7 +126,7 @@ class OrderWorkflow:
         if event.event_id in self._seen:  # delivery is at least once
             return
         self._seen.add(event.event_id)
-        self._inbox.items.append(event)
+        self._inbox.append(event)
 
     @workflow.signal(name=MESSAGE_STATUS_SIGNAL)
     def message_status(self, update: MessageStatusUpdate) -> None:
@@ -141,12 +137,12 @@ class OrderWorkflow:
         key = f"inbound:{signal.inbound_id}"
         if key not in self._seen:
             self._seen.add(key)
-            self._inbox.items.append(signal)
+            self._inbox.append(signal)
 
     @workflow.update(name=TRANSITION_UPDATE)
     async def transition(self, request: TransitionRequest) -> OrderState:
         command = _Command(request)
-        self._inbox.items.append(command)
+        self._inbox.append(command)
         await workflow.wait_condition(lambda: command.done)
         if command.error is not None:
             raise ApplicationError(command.error, self._state.status.value, type=INVALID_TRANSITION)
@@ -181,7 +177,7 @@ class OrderWorkflow:
             deadline = self._next_deadline()
             timeout = None if deadline is None else max(deadline - workflow.now(), timedelta(0))
             try:
-                await workflow.wait_condition(lambda: bool(self._inbox.items), timeout=timeout)
+                await workflow.wait_condition(lambda: bool(self._inbox), timeout=timeout)
             except TimeoutError:
                 await self._on_timer()
                 self._publish()
@@ -196,22 +192,22 @@ class OrderWorkflow:
         return OrderResult(status=self._state.status, payment_status=self._state.payment_status)
 
     def _take(self) -> list[OrderEvent | _Command | InboundMessageSignal]:
-        items, self._inbox.items = self._inbox.items, []
+        items, self._inbox = self._inbox, []
         return items
 
     async def _wait_for_placement(self) -> PlacedOrder | None:
         """Events may overtake ``order.placed`` (a webhook racing the backend): keep them."""
 
         def placed() -> bool:
-            return any(isinstance(i, OrderEvent) and i.placed for i in self._inbox.items)
+            return any(isinstance(i, OrderEvent) and i.placed for i in self._inbox)
 
         try:
             await workflow.wait_condition(placed, timeout=_WAIT_FOR_PLACEMENT)
         except TimeoutError:
             return None
-        for item in list(self._inbox.items):
+        for item in list(self._inbox):
             if isinstance(item, OrderEvent) and item.placed is not None:
-                self._inbox.items.remove(item)
+                self._inbox.remove(item)
                 return item.placed
         return None
 
@@ -252,7 +248,7 @@ class OrderWorkflow:
                 state.paid_amount = placed.total
                 await self._confirm("sutra", "paid at checkout")
             else:
-                await self._move(S.awaiting_payment, "sutra", "waiting for the payment")
+                self._move(S.awaiting_payment, "sutra", "waiting for the payment")
                 state.pay_by = workflow.now() + self._policy.prepaid_within
         elif placed.payment_type == "partial_cod":
             if placed.payment_status in ("partially_paid", "fully_paid"):
@@ -276,7 +272,7 @@ class OrderWorkflow:
         assert state.placed_at is not None
         assert state.upfront_amount is not None
         state.pay_by = state.placed_at + self._policy.pay_within
-        await self._move(S.awaiting_payment, "sutra", f"upfront {state.upfront_amount} due")
+        self._move(S.awaiting_payment, "sutra", f"upfront {state.upfront_amount} due")
         link = await self._create_link("upfront", state.upfront_amount, state.pay_by)
         if link is None:
             return
@@ -408,15 +404,7 @@ class OrderWorkflow:
         for link in state.links:
             if link.purpose != "upfront" or link.status != "created":
                 continue
-            result = await workflow.execute_activity(
-                CANCEL_PAYMENT_LINK,
-                CancelLinkInput(reference=link.reference),
-                result_type=CancelLinkResult,
-                start_to_close_timeout=_TIMEOUT,
-                schedule_to_close_timeout=timedelta(hours=6),
-                retry_policy=_PROVIDER_RETRY,
-            )
-            link.status = result.status
+            result = await self._cancel_link(link)
             if result.status == "paid":
                 await self._paid(link.amount, result.payment_id, link.provider, "sutra", "upfront")
                 return
@@ -587,20 +575,20 @@ class OrderWorkflow:
                 state.paid_amount = state.total - state.discount
                 state.remaining_amount = Decimal(0).quantize(state.total)
                 state.payment_status = "fully_paid"
-            await self._move(to, by, note or "delivered")
+            self._move(to, by, note or "delivered")
             self._send("order_delivered", _UPDATE_CHANNELS)
         elif to is S.rto:
             state.rto_reason = note or "returned to origin"
-            await self._move(to, by, state.rto_reason)
+            self._move(to, by, state.rto_reason)
         else:
-            await self._move(to, by, note)
+            self._move(to, by, note)
             if to is S.shipped:
                 self._send("order_shipped", _UPDATE_CHANNELS)
             elif to is S.out_for_delivery:
                 self._send("order_out_for_delivery", _UPDATE_CHANNELS)
 
     async def _confirm(self, by: str, note: str) -> None:
-        await self._move(S.confirmed, by, note)
+        self._move(S.confirmed, by, note)
         self._confirmed_at = workflow.now()
         self._state.pay_by = None
         self._send("order_confirmation", _UPDATE_CHANNELS)
@@ -612,7 +600,7 @@ class OrderWorkflow:
         state = self._state
         self._awaiting_confirmation = False
         state.cancel_reason = reason
-        await self._move(S.cancelled, by, note or reason)
+        self._move(S.cancelled, by, note or reason)
         await self._cancel_links(("upfront", "offer", "prepaid"))
         if state.paid_amount > 0 and state.payment_status != "refunded":
             await self._refund(f"order cancelled: {reason}")
@@ -625,20 +613,25 @@ class OrderWorkflow:
         for link in self._state.links:
             if link.purpose not in purposes or link.status != "created":
                 continue
-            result = await workflow.execute_activity(
-                CANCEL_PAYMENT_LINK,
-                CancelLinkInput(reference=link.reference),
-                result_type=CancelLinkResult,
-                start_to_close_timeout=_TIMEOUT,
-                schedule_to_close_timeout=timedelta(hours=6),
-                retry_policy=_PROVIDER_RETRY,
-            )
-            link.status = result.status
+            result = await self._cancel_link(link)
             if result.status == "paid" and result.payment_id != self._state.payment_id:
                 # Paid in the instant before cancelling: the money goes back.
                 self._state.payment_id = result.payment_id
                 self._state.payment_provider = link.provider
                 self._state.paid_amount += link.amount
+
+    async def _cancel_link(self, link: PaymentLinkInfo) -> CancelLinkResult:
+        """Cancel one of our links at the provider; it may turn out paid meanwhile."""
+        result = await workflow.execute_activity(
+            CANCEL_PAYMENT_LINK,
+            CancelLinkInput(reference=link.reference),
+            result_type=CancelLinkResult,
+            start_to_close_timeout=_TIMEOUT,
+            schedule_to_close_timeout=timedelta(hours=6),
+            retry_policy=_PROVIDER_RETRY,
+        )
+        link.status = result.status
+        return result
 
     async def _refund(self, reason: str) -> None:
         """Compensation: give back what was paid, exactly once (the key is the payment)."""
@@ -678,7 +671,7 @@ class OrderWorkflow:
         state.payment_status = "refunded"
         self._record("sutra", f"refunded {state.paid_amount} ({refund_id})")
 
-    async def _move(self, to: OrderStatus, by: str, note: str | None) -> None:
+    def _move(self, to: OrderStatus, by: str, note: str | None) -> None:
         self._state.status = to
         self._record(by, note)
         self._publish()
@@ -751,19 +744,7 @@ class OrderWorkflow:
             "id": state.order_id,
             "currency": state.currency,
             "total": str(state.total),
-            "items": [
-                {
-                    "sku": i.sku,
-                    "name": i.name,
-                    "quantity": i.quantity,
-                    "unit_price": str(i.unit_price),
-                    "line_total": str(i.unit_price * i.quantity),
-                    "category": i.category,
-                    "url": i.url,
-                    "image_url": None,
-                }
-                for i in state.items
-            ],
+            "items": template_lines(state.items),
             "payment_type": state.payment_type,
             "payment_status": state.payment_status,
             "upfront_amount": str(state.upfront_amount)
