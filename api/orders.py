@@ -9,16 +9,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import TemporalDep, require
 from api.errors import Conflict, NotFound, ServiceUnavailable, documented
+from api.workflow_state import query_state
 from contracts import workflow_ids
 from contracts.orders import (
     INVALID_TRANSITION,
-    STATE_QUERY,
     TRANSITION_UPDATE,
     HistoryEntry,
     OrderState,
@@ -93,6 +93,17 @@ def _view(state: OrderState) -> OrderView:
     )
 
 
+async def _state(temporal: Client, order_id: str) -> OrderState:
+    return await query_state(
+        temporal,
+        workflow_ids.order(order_id),
+        OrderState,
+        what="order",
+        key=order_id,
+        rpc_timeout=_TIMEOUT,
+    )
+
+
 @router.get(
     "/{order_id}",
     summary="An order's live state from its workflow",
@@ -101,15 +112,7 @@ def _view(state: OrderState) -> OrderView:
 async def get_order(
     order_id: str, temporal: TemporalDep, _: Annotated[Principal, Depends(require("ops"))]
 ) -> OrderView:
-    handle = temporal.get_workflow_handle(workflow_ids.order(order_id))
-    try:
-        state = await handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_TIMEOUT)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise NotFound(f"no order workflow for order {order_id!r}") from exc
-        raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
-    except WorkflowQueryFailedError as exc:
-        raise ServiceUnavailable(f"the order workflow could not answer: {exc}") from exc
+    state = await _state(temporal, order_id)
     if state.placed_at is None:
         raise NotFound(f"order {order_id!r} has events but has not been placed")
     return _view(state)
@@ -142,10 +145,7 @@ async def transition_order(
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
         # A finished order's workflow takes no updates, but still says where it ended.
-        try:
-            final = await handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_TIMEOUT)
-        except (RPCError, WorkflowQueryFailedError):
-            raise NotFound(f"no order workflow for order {order_id!r}") from exc
+        final = await _state(temporal, order_id)
         current = final.status.value
         raise Conflict(
             f"order {order_id} is {current}, a final status: it cannot go to {body.to}",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from razorpay.errors import SignatureVerificationError
 
 from api.deps import SessionDep, SettingsDep
 from api.errors import BadRequest, NotFound, Unauthorized, documented
+from api.webhooks import signed_request
 from config.settings import Settings
 from contracts.payment_policy import from_minor, quantize
 from db.models import PaymentLink
@@ -34,7 +34,6 @@ from services.payments import record_capture
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 sandbox = APIRouter(prefix="/sandbox", tags=["sandbox"], include_in_schema=False)
-log = logging.getLogger(__name__)
 
 RAZORPAY_SIGNATURE = "X-Razorpay-Signature"
 RAZORPAY_EVENT_ID = "X-Razorpay-Event-Id"
@@ -51,17 +50,15 @@ async def razorpay_webhook(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> dict[str, str]:
     body = await request.body()
-    secret = settings.razorpay_webhook_secret
-    signature = request.headers.get(RAZORPAY_SIGNATURE)
-    if secret is None:
-        log.error("Razorpay webhook refused: SUTRA_RAZORPAY_WEBHOOK_SECRET is not set")
-        raise Unauthorized("webhook signature cannot be verified: no secret configured")
-    if not signature:
-        raise Unauthorized(f"missing {RAZORPAY_SIGNATURE}")
+    secret, signature = signed_request(
+        request,
+        settings.razorpay_webhook_secret,
+        header=RAZORPAY_SIGNATURE,
+        setting="SUTRA_RAZORPAY_WEBHOOK_SECRET",
+        what="secret",
+    )
     try:
-        razorpay.Utility().verify_webhook_signature(
-            body.decode(), signature, secret.get_secret_value()
-        )
+        razorpay.Utility().verify_webhook_signature(body.decode(), signature, secret)
     except (SignatureVerificationError, UnicodeDecodeError):
         raise Unauthorized("invalid webhook signature") from None
     try:
@@ -105,18 +102,18 @@ async def stripe_webhook(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> dict[str, str]:
     body = await request.body()
-    secret = settings.stripe_webhook_secret
-    signature = request.headers.get(STRIPE_SIGNATURE)
-    if secret is None:
-        log.error("Stripe webhook refused: SUTRA_STRIPE_WEBHOOK_SECRET is not set")
-        raise Unauthorized("webhook signature cannot be verified: no secret configured")
-    if not signature:
-        raise Unauthorized(f"missing {STRIPE_SIGNATURE}")
+    secret, signature = signed_request(
+        request,
+        settings.stripe_webhook_secret,
+        header=STRIPE_SIGNATURE,
+        setting="SUTRA_STRIPE_WEBHOOK_SECRET",
+        what="secret",
+    )
     try:
         event = stripe.Webhook.construct_event(
             body,
             signature,
-            secret.get_secret_value(),
+            secret,
             tolerance=int(settings.webhook_tolerance.total_seconds()),
         )
     except stripe.SignatureVerificationError:

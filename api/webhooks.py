@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from pydantic import SecretStr
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
@@ -31,15 +32,30 @@ TWILIO_SIGNATURE = "X-Twilio-Signature"
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
+def signed_request(
+    request: Request, secret: SecretStr | None, *, header: str, setting: str, what: str
+) -> tuple[str, str]:
+    """The configured secret and the request's signature, or a 401 saying which is missing."""
+    signature = request.headers.get(header)
+    if secret is None:
+        log.error("webhook on %s refused: %s is not set", request.url.path, setting)
+        raise Unauthorized(f"webhook signature cannot be verified: no {what} configured")
+    if not signature:
+        raise Unauthorized(f"missing {header}")
+    return secret.get_secret_value(), signature
+
+
 def _verify_sendgrid(settings: Settings, request: Request, body: bytes) -> None:
-    key = settings.sendgrid_webhook_public_key
-    signature = request.headers.get(SENDGRID_SIGNATURE)
+    key, signature = signed_request(
+        request,
+        settings.sendgrid_webhook_public_key,
+        header=SENDGRID_SIGNATURE,
+        setting="SUTRA_SENDGRID_WEBHOOK_PUBLIC_KEY",
+        what="public key",
+    )
     timestamp = request.headers.get(SENDGRID_TIMESTAMP)
-    if key is None:
-        log.error("SendGrid webhook refused: SUTRA_SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
-        raise Unauthorized("webhook signature cannot be verified: no public key configured")
-    if not signature or not timestamp:
-        raise Unauthorized(f"missing {SENDGRID_SIGNATURE} or {SENDGRID_TIMESTAMP}")
+    if not timestamp:
+        raise Unauthorized(f"missing {SENDGRID_TIMESTAMP}")
     try:
         skew = abs(time.time() - int(timestamp))
     except ValueError:
@@ -48,7 +64,7 @@ def _verify_sendgrid(settings: Settings, request: Request, body: bytes) -> None:
         raise Unauthorized("webhook timestamp outside the accepted window (replayed?)")
     helper = EventWebhook()
     try:
-        public_key = helper.convert_public_key_to_ecdsa(key.get_secret_value())
+        public_key = helper.convert_public_key_to_ecdsa(key)
         valid = helper.verify_signature(body.decode(), signature, timestamp, public_key)
     except Exception:  # a malformed signature is a wrong signature
         valid = False
@@ -57,18 +73,18 @@ def _verify_sendgrid(settings: Settings, request: Request, body: bytes) -> None:
 
 
 def _verify_twilio(settings: Settings, request: Request, params: dict[str, str]) -> None:
-    token = settings.twilio_auth_token
-    signature = request.headers.get(TWILIO_SIGNATURE)
-    if token is None:
-        log.error("Twilio webhook refused: SUTRA_TWILIO_AUTH_TOKEN is not set")
-        raise Unauthorized("webhook signature cannot be verified: no auth token configured")
-    if not signature:
-        raise Unauthorized(f"missing {TWILIO_SIGNATURE}")
+    token, signature = signed_request(
+        request,
+        settings.twilio_auth_token,
+        header=TWILIO_SIGNATURE,
+        setting="SUTRA_TWILIO_AUTH_TOKEN",
+        what="auth token",
+    )
     # Twilio signs the URL it called, which is the public one, not what a proxy forwarded.
     url = settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    if not RequestValidator(token.get_secret_value()).validate(url, params, signature):
+    if not RequestValidator(token).validate(url, params, signature):
         raise Unauthorized("invalid webhook signature")
 
 
