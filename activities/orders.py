@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -59,9 +60,10 @@ class OrderActivities:
         policy = self._settings.payment_policy
         placed = input.placed
         if placed.payment_type != "partial_cod":
-            zero = quantize(placed.total * 0, placed.currency)
             return PrepareOrderResult(
-                policy=policy, upfront_amount=zero, remaining_amount=placed.total
+                policy=policy,
+                upfront_amount=quantize(Decimal(0), placed.currency),
+                remaining_amount=placed.total,
             )
         if placed.upfront_amount is not None:  # the shop decided: its numbers stand
             remaining = placed.remaining_amount

@@ -239,7 +239,9 @@ class RefundInput(BaseModel):
 
 
 class ShopNotice(BaseModel):
-    """An outbound webhook to the shop (``order.cancelled_by_sutra``, ``order.sla_breached``)."""
+    """An outbound webhook to the shop: ``order.cancelled``, ``order.on_hold``,
+    ``order.sla_breached``, ``order.payment_link_failed``, ``order.refund_required``,
+    ``order.refund_failed``."""
 
     key: str = Field(description="Stable per notice: the shop dedupes on it")
     type: str

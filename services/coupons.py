@@ -7,20 +7,17 @@ never went out is revoked. A rule may instead ask the shop's own coupon endpoint
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
 from db.models import Coupon
+from services.outbound import post_signed
 
 # No 0/O or 1/I/L: codes get read aloud and typed on phones.
 _ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -130,13 +127,6 @@ async def redeem(
     return coupon
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """``t=<unix>,v1=<hex HMAC-SHA256 of "t.body">``: the shop checks it like Stripe's."""
-    stamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={stamp},v1={digest}"
-
-
 async def mint_at_shop(settings: Settings, payload: dict[str, Any]) -> str:
     """Ask the shop's coupon endpoint for a code (HMAC-signed request)."""
     if not settings.coupon_webhook_url or settings.coupon_webhook_secret is None:
@@ -144,18 +134,13 @@ async def mint_at_shop(settings: Settings, payload: dict[str, Any]) -> str:
             "rule asks the shop for coupons but SUTRA_COUPON_WEBHOOK_URL/SECRET are not set",
             code=500,
         )
-    body = json.dumps(payload, sort_keys=True).encode()
-    signature = sign(settings.coupon_webhook_secret.get_secret_value(), body)
-    async with httpx.AsyncClient(timeout=settings.provider_timeout.total_seconds()) as client:
-        response = await client.post(
-            settings.coupon_webhook_url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Sutra-Signature": signature,
-                "Idempotency-Key": str(payload["issue_key"]),
-            },
-        )
+    response = await post_signed(
+        settings,
+        settings.coupon_webhook_url,
+        settings.coupon_webhook_secret.get_secret_value(),
+        json.dumps(payload, sort_keys=True).encode(),
+        idempotency_key=str(payload["issue_key"]),
+    )
     response.raise_for_status()
     code = response.json().get("code")
     if not isinstance(code, str) or not 1 <= len(code) <= 64:

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -208,10 +208,6 @@ async def mark_paid(
         row.status, row.paid_at = "paid", now
     row.payment_id = payment_id or row.payment_id
     return row
-
-
-async def link_by_provider_id(session: AsyncSession, link_id: str) -> PaymentLink | None:
-    return await session.scalar(select(PaymentLink).where(PaymentLink.link_id == link_id))
 
 
 async def record_capture(

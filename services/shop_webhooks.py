@@ -1,18 +1,16 @@
 """Outbound webhooks to the shop's backend: what Sutra decided about an order that the shop
-must act on (a cancellation for non-payment, an SLA breach). Signed like Stripe's:
-``X-Sutra-Signature: t=<unix>,v1=<HMAC-SHA256 of "t.body">``; ``Idempotency-Key`` repeats on
-every retry of the same notice so the shop can ignore duplicates."""
+must act on (a cancellation for non-payment, an SLA breach), signed (services/outbound.py);
+``Idempotency-Key`` repeats on every retry of the same notice so the shop can ignore
+duplicates."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-import httpx
-
 from config.settings import Settings
 from contracts.orders import ShopNotice
-from services.coupons import sign
+from services.outbound import post_signed
 
 log = logging.getLogger("sutra.shop_webhooks")
 
@@ -27,18 +25,14 @@ async def deliver(settings: Settings, notice: ShopNotice) -> str:
     if not settings.shop_webhook_url or settings.shop_webhook_secret is None:
         log.info("shop webhook not configured; would send %s", body.decode())
         return "not_configured"
-    signature = sign(settings.shop_webhook_secret.get_secret_value(), body)
-    async with httpx.AsyncClient(timeout=settings.provider_timeout.total_seconds()) as client:
-        response = await client.post(
-            settings.shop_webhook_url,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "X-Sutra-Signature": signature,
-                "X-Sutra-Event": notice.type,
-                "Idempotency-Key": notice.key,
-            },
-        )
+    response = await post_signed(
+        settings,
+        settings.shop_webhook_url,
+        settings.shop_webhook_secret.get_secret_value(),
+        body,
+        idempotency_key=notice.key,
+        headers={"X-Sutra-Event": notice.type},
+    )
     if response.status_code >= 300:
         raise ShopWebhookError(
             f"shop webhook answered {response.status_code}: {response.text[:200]}"
