@@ -13,21 +13,16 @@ from typing import Any
 
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 from werkzeug.wrappers import Request, Response
 
-from config.settings import Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import InboundMessageSignal
 from contracts.orders import STATE_QUERY, OrderState, TransitionRequest
 from db.models import Event, Message, PaymentLink
-from services.dispatcher import Dispatcher
-from services.intake import ingest
 from services.payments import record_capture
-from services.routing import routes_for
 from tests.factories import customer, item, uid
+from tests.skipping_shop import SkippingShop
 
 SHOP_SECRET = "shop-webhook-secret"
 
@@ -67,34 +62,8 @@ class ShopEndpoint:
         return [n["type"] for n in self.notices if n["order_id"] == order_id]
 
 
-class OrderShop:
-    def __init__(
-        self,
-        env: WorkflowEnvironment,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.env = env
-        self.settings = settings
-        self.sessionmaker = sessionmaker
-        self.dispatcher = Dispatcher(settings, sessionmaker, env.client)
-        self.orders: list[str] = []
-
-    async def now(self) -> datetime:
-        return await self.env.get_current_time()
-
-    async def send(self, event: dict[str, Any]) -> str:
-        parsed = EVENT_ADAPTER.validate_python(event)
-        async with self.sessionmaker() as session, session.begin():
-            [status] = await ingest(session, [parsed], settings=self.settings, api_key_id=None)
-        if status == "accepted":
-            await self._deliver(parsed)
-        return status
-
-    async def _deliver(self, parsed: Any) -> None:
-        for route in routes_for(parsed, self.settings):
-            if route.kind != "signal_query":  # visibility is the dev server's business
-                await self.dispatcher._deliver(route.__dict__)
+class OrderShop(SkippingShop):
+    """Orders of a shop on the time-skipping server."""
 
     async def place(
         self,
@@ -106,7 +75,6 @@ class OrderShop:
         **data: Any,
     ) -> str:
         order_id = uid("ord")
-        self.orders.append(order_id)
         customer_id = uid("c")
         await self.send(
             {
@@ -161,7 +129,7 @@ class OrderShop:
             async with self.sessionmaker() as session:
                 row = await session.get(Event, event_id)
             assert row is not None
-            await self._deliver(EVENT_ADAPTER.validate_python(row.payload))
+            await self.deliver(EVENT_ADAPTER.validate_python(row.payload))
         return outcome
 
     async def reply(self, order_id: str, body: str) -> None:

@@ -4,7 +4,6 @@ taking the credit, a new rule version that running journeys never see."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Environment, Settings
@@ -31,10 +29,9 @@ from db.models import (
 )
 from services import rules
 from services.customers import upsert_from_events
-from services.dispatcher import Dispatcher
 from services.intake import ingest
-from services.routing import routes_for
 from tests.factories import cart_updated, item, order_placed, uid
+from tests.skipping_shop import SkippingShop
 from worker import build_worker
 from workflows.cart import CartWorkflow
 from workflows.journey import choose_variant, split_bucket
@@ -44,25 +41,8 @@ HOUR = timedelta(hours=1)
 ACTOR = rules.Actor(key_id=None, name="tests")
 
 
-class Shop:
-    """A shop on the time-skipping server: events go in exactly as the API and the
-    dispatcher would put them (stored, routed, delivered)."""
-
-    def __init__(
-        self,
-        env: WorkflowEnvironment,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> None:
-        self.env = env
-        self.settings = settings
-        self.sessionmaker = sessionmaker
-        self.dispatcher = Dispatcher(settings, sessionmaker, env.client)
-        self.carts: list[str] = []
-        self.workflows: list[str] = []
-
-    async def now(self) -> datetime:
-        return await self.env.get_current_time()
+class Shop(SkippingShop):
+    """Carts of a shop on the time-skipping server."""
 
     async def at_local(self, hour: int) -> datetime:
         now = await self.now()
@@ -73,21 +53,8 @@ class Shop:
         await self.env.sleep(target - local)
         return await self.now()
 
-    async def send(self, event: dict[str, Any]) -> None:
-        parsed = EVENT_ADAPTER.validate_python(event)
-        async with self.sessionmaker() as session, session.begin():
-            await ingest(session, [parsed], settings=self.settings, api_key_id=None)
-        for route in routes_for(parsed, self.settings):
-            if route.kind == "signal_query":
-                continue  # visibility queries are the dev server's business
-            await self.dispatcher._deliver(route.__dict__)
-            if route.workflow_id not in self.workflows:
-                self.workflows.append(route.workflow_id)
-
     async def cart(self, customer_id: str, cart_id: str | None = None, **values: Any) -> str:
         cart_id = cart_id or uid("cart")
-        if cart_id not in self.carts:
-            self.carts.append(cart_id)
         event = cart_updated(
             cart_id, customer_id=customer_id, occurred_at=_iso(await self.now()), **values
         )
@@ -134,10 +101,7 @@ async def shop(
     shop = Shop(time_skipping, settings, sessionmaker)
     async with build_worker(time_skipping.client, task_queue, sessionmaker, settings):
         yield shop
-    # Nothing of this test may keep the shared time-skipping server from skipping time.
-    for workflow_id in {*(f"cart/{c}" for c in shop.carts), *shop.workflows}:
-        with contextlib.suppress(RPCError):
-            await shop.env.client.get_workflow_handle(workflow_id).terminate()
+    await shop.terminate_all()
 
 
 async def _customer(shop: Shop) -> str:

@@ -70,10 +70,7 @@ async def _shop(
     shop = OrderShop(env, settings, sessionmaker)
     async with build_worker(env.client, settings.temporal_task_queue, sessionmaker, settings):
         yield shop
-    # Nothing of this test may keep the shared time-skipping server from skipping time.
-    for order_id in shop.orders:
-        with contextlib.suppress(RPCError):
-            await shop.handle(order_id).terminate()
+    await shop.terminate_all()
 
 
 @pytest.fixture
