@@ -23,7 +23,8 @@ from contracts.messages import Channel, QuietHours
 
 RuleStatus = Literal["draft", "active", "paused", "archived"]
 CART_ABANDONED = "cart.abandoned"
-TRIGGER_EVENTS = (
+# Events that start a journey the moment they are accepted.
+EVENT_TRIGGERS = (
     CART_ABANDONED,
     "customer.created",
     "order.placed",
@@ -32,6 +33,29 @@ TRIGGER_EVENTS = (
     "back_in_stock.subscribed",
     "product.price_dropped",
 )
+# Time triggers: found by the hourly time-trigger sweep in the database, not by an event.
+BIRTHDAY = "birthday"
+PURCHASE_ANNIVERSARY = "purchase_anniversary"
+INACTIVITY = "inactivity"
+REPLENISHMENT_DUE = "replenishment_due"
+TIME_TRIGGERS = (BIRTHDAY, PURCHASE_ANNIVERSARY, INACTIVITY, REPLENISHMENT_DUE)
+TRIGGER_EVENTS = EVENT_TRIGGERS + TIME_TRIGGERS
+# Triggers whose journeys the fan-out sends to many customers at once (one per product).
+FANOUT_TRIGGERS = ("product.back_in_stock", "product.price_dropped")
+TriggerEvent = Literal[
+    "cart.abandoned",
+    "customer.created",
+    "order.placed",
+    "order.delivered",
+    "product.back_in_stock",
+    "back_in_stock.subscribed",
+    "product.price_dropped",
+    "birthday",
+    "purchase_anniversary",
+    "inactivity",
+    "replenishment_due",
+]
+_DEFAULT_AFTER = {CART_ABANDONED: timedelta(hours=1), INACTIVITY: timedelta(days=90)}
 
 
 def _positive_duration(value: Any) -> Any:
@@ -58,23 +82,39 @@ class _Strict(BaseModel):
 
 
 class Trigger(_Strict):
-    event: Literal[
-        "cart.abandoned",
-        "customer.created",
-        "order.placed",
-        "order.delivered",
-        "product.back_in_stock",
-        "back_in_stock.subscribed",
-        "product.price_dropped",
-    ]
-    after: Duration = Field(
-        default=timedelta(hours=1), description="For cart.abandoned: idle time that counts"
+    event: TriggerEvent
+    after: Duration | None = Field(
+        default=None,
+        description="cart.abandoned: how long a cart must be idle (default PT1H); "
+        "inactivity: how long since the last order (default P90D)",
+    )
+    at: time | None = Field(
+        default=None,
+        description="birthday, purchase_anniversary: the local time in the customer's time "
+        "zone the journey starts at (default 10:00)",
     )
 
     @field_validator("after")
     @classmethod
-    def _after(cls, value: timedelta) -> timedelta:
-        return _positive(value)
+    def _after(cls, value: timedelta | None) -> timedelta | None:
+        return None if value is None else _positive(value)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Trigger:
+        if self.after is not None and self.event not in _DEFAULT_AFTER:
+            raise ValueError(f"after applies to cart.abandoned and inactivity, not {self.event}")
+        if self.at is not None and self.event not in (BIRTHDAY, PURCHASE_ANNIVERSARY):
+            raise ValueError(f"at applies to birthday and purchase_anniversary, not {self.event}")
+        if self.after is None and self.event in _DEFAULT_AFTER:
+            self.after = _DEFAULT_AFTER[self.event]
+        if self.at is None and self.event in (BIRTHDAY, PURCHASE_ANNIVERSARY):
+            self.at = time(10, 0)
+        return self
+
+    @property
+    def idle_after(self) -> timedelta:
+        """cart.abandoned's idle time (always set for that trigger)."""
+        return self.after or timedelta(hours=1)
 
 
 class Incentive(_Strict):
@@ -210,6 +250,16 @@ class Reentry(_Strict):
         return self
 
 
+class ExperimentSettings(_Strict):
+    """How the A/B test of the rule's split steps is judged: a winner is declared only when
+    a two-proportion z-test on conversions reaches ``confidence`` and every variant has
+    ``min_sample`` journeys; then, if ``send_all_to_winner``, every later journey takes it."""
+
+    confidence: float = Field(default=0.95, ge=0.8, le=0.999)
+    min_sample: int = Field(default=1000, ge=10, le=10_000_000)
+    send_all_to_winner: bool = False
+
+
 class RuleDefinition(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
@@ -225,6 +275,7 @@ class RuleDefinition(_Strict):
     priority: int = Field(
         default=100, ge=0, le=10_000, description="Lower first when several rules match"
     )
+    experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @field_validator("attribution_window")
     @classmethod

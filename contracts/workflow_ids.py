@@ -12,3 +12,7 @@ def order(order_id: str) -> str:
 def journey(rule_id: str, customer_id: str, key: str | None = None) -> str:
     base = f"journey/{rule_id}/{customer_id}"
     return f"{base}/{key}" if key else base
+
+
+def fanout(event_id: str) -> str:
+    return f"fanout/{event_id}"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -169,6 +170,14 @@ class Customer(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     country: Mapped[str | None] = mapped_column(String(2))
     birthday: Mapped[date | None] = mapped_column(Date)
+    # month * 100 + day: the birthday sweep finds today's birthdays by index, any year.
+    birthday_md: Mapped[int | None] = mapped_column(
+        Integer,
+        Computed(
+            "(EXTRACT(MONTH FROM birthday) * 100 + EXTRACT(DAY FROM birthday))::int",
+            persisted=True,
+        ),
+    )
     consent_email: Mapped[bool | None] = mapped_column(Boolean)
     consent_sms: Mapped[bool | None] = mapped_column(Boolean)
     consent_whatsapp: Mapped[bool | None] = mapped_column(Boolean)
@@ -185,6 +194,7 @@ class Customer(Base):
     __table_args__ = (
         Index("ix_customers_email", "email", postgresql_where=text("email IS NOT NULL")),
         Index("ix_customers_phone", "phone", postgresql_where=text("phone IS NOT NULL")),
+        Index("ix_customers_birthday_md", "birthday_md", "id"),
     )
 
 
@@ -486,13 +496,26 @@ class JourneyEntry(Base):
     workflow_id: Mapped[str] = mapped_column(String(300))
     cart_id: Mapped[str | None] = mapped_column(String(128))
     variant: Mapped[str | None] = mapped_column(String(64))
+    # The run that entered (lifecycle journeys): a workflow id is reused by later runs.
+    run_id: Mapped[str | None] = mapped_column(String(64))
     test: Mapped[bool] = mapped_column(Boolean, server_default="false")
     entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     exited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     exit_reason: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
-        UniqueConstraint("rule_id", "workflow_id"),
+        Index(
+            "uq_journey_entries_rule_id_workflow_id_run_id",
+            "rule_id",
+            "workflow_id",
+            text("coalesce(run_id, '')"),
+            unique=True,
+        ),
+        Index(
+            "ix_journey_entries_customer_open",
+            "customer_id",
+            postgresql_where=text("exited_at IS NULL"),
+        ),
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
     )
 
@@ -540,3 +563,188 @@ class Refund(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CustomerStats(Base):
+    """Computed customer attributes, maintained from events as they are accepted: what
+    segments, conditions and time triggers read without scanning the event log."""
+
+    __tablename__ = "customer_stats"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    orders_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # {"PKR": "12500.00", "USD": "40.00"}: Sutra never converts currencies.
+    spent: Mapped[dict[str, str]] = mapped_column(JSONB, server_default="{}")
+    orders_by_currency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default="{}")
+    coupon_orders: Mapped[int] = mapped_column(Integer, server_default="0")
+    first_order_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_order_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # month * 100 + day of the first order, in UTC: the anniversary sweep's index.
+    first_order_md: Mapped[int | None] = mapped_column(Integer)
+    city: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2))
+    # The channel the customer engages with most (delivered/opened/clicked), if any.
+    preferred_channel: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+    __table_args__ = (
+        Index("ix_customer_stats_last_order_at", "last_order_at", "customer_id"),
+        Index("ix_customer_stats_first_order_md", "first_order_md", "customer_id"),
+    )
+
+
+class ProductPurchase(Base):
+    """One product line of one order: replenishment and co-purchase counts come from here."""
+
+    __tablename__ = "product_purchases"
+
+    order_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    product_id: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(500))
+    category: Mapped[str | None] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer)
+    purchased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # From the line's ``replenish_after`` (ISO 8601 duration or days); None: not consumable.
+    replenish_after_days: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # delivered_at + replenish_after_days: the replenishment sweep's index.
+    replenish_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the customer buys the same product again: no reminder for this line then.
+    rebought_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_product_purchases_customer_sku", "customer_id", "sku"),
+        Index(
+            "ix_product_purchases_replenish_due",
+            "replenish_due_at",
+            "customer_id",
+            postgresql_where=text("replenish_due_at IS NOT NULL AND rebought_at IS NULL"),
+        ),
+    )
+
+
+class CoPurchase(Base):
+    """How many customers bought both ``sku`` and ``other_sku`` (in any of their orders):
+    "customers who bought X also bought Y", refreshed incrementally per order."""
+
+    __tablename__ = "co_purchases"
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    other_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customers: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    __table_args__ = (Index("ix_co_purchases_sku_customers", "sku", "customers"),)
+
+
+class ProductInterest(Base):
+    """A customer looked at or carted a product: who hears of its price drop."""
+
+    __tablename__ = "product_interests"
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # viewed | carted
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BackInStockSubscription(Base):
+    """A customer asked to hear when a product is back; notified once per subscription."""
+
+    __tablename__ = "back_in_stock_subscriptions"
+
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subscribed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The product.back_in_stock event that notified it; NULL while waiting.
+    notified_event_id: Mapped[str | None] = mapped_column(String(128))
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_back_in_stock_subscriptions_waiting",
+            "sku",
+            "customer_id",
+            postgresql_where=text("notified_at IS NULL"),
+        ),
+    )
+
+
+class Segment(Base):
+    """A saved audience: conditions in the rules' language over customer attributes."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=_now(), onupdate=_now()
+    )
+
+
+class JourneyClaim(Base):
+    """A time trigger's promise that one customer gets one journey for one occurrence
+    (a birthday year, an inactivity spell, a delivered product line). Written before the
+    workflow is started: a sweep that dies halfway and runs again starts the rest, and
+    never a second journey for the same occurrence."""
+
+    __tablename__ = "journey_claims"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    occurrence: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(400))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_journey_claims_unstarted", "claimed_at", postgresql_where=text("started_at IS NULL")
+        ),
+    )
+
+
+class SplitAssignment(Base):
+    """Which variant of a rule's split a journey took: recorded once, the basis of
+    per-variant results."""
+
+    __tablename__ = "split_assignments"
+
+    workflow_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    variant: Mapped[str] = mapped_column(String(64))
+    # "bucket": the customer's hash bucket; "winner": all traffic goes to a declared winner.
+    reason: Mapped[str] = mapped_column(String(16), server_default="bucket")
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+    __table_args__ = (Index("ix_split_assignments_rule", "rule_id", "rule_version", "path"),)
+
+
+class Experiment(Base):
+    """The A/B test behind one split step of one rule version, and its verdict."""
+
+    __tablename__ = "experiments"
+
+    rule_id: Mapped[str] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    rule_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="running")  # | decided
+    winner: Mapped[str | None] = mapped_column(String(64))
+    # Whether every later journey is sent to the winner (the rule's experiment setting).
+    promoted: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The figures the verdict was made on: per variant n, conversions, p-value.
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

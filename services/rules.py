@@ -344,7 +344,7 @@ async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> 
     )
     query = query.where(Rule.id == only_rule) if only_rule else query.where(Rule.status == "active")
     afters = [
-        RuleDefinition.model_validate(definition).trigger.after
+        RuleDefinition.model_validate(definition).trigger.idle_after
         for definition in await session.scalars(query)
     ]
     return min(afters) if afters else None

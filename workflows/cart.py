@@ -279,7 +279,7 @@ class CartWorkflow:
         state.journey_status = "running"
         # From now on "idle" means what this rule says: its journey pauses while the
         # customer is active and resumes once they have been idle that long again.
-        state.idle_after = self._definition().trigger.after / self._input.time_scale
+        state.idle_after = self._definition().trigger.idle_after / self._input.time_scale
         workflow.upsert_search_attributes([sa.RULE_ID.value_set(entered.rule.rule_id)])
         self._start_journey()
 
