@@ -46,10 +46,18 @@ KNOWN_FIELDS: dict[str, str] = {
     "customer.timezone": "text",
     "customer.country": "text",
     "customer.currency": "text",
+    "customer.city": "text",
     "customer.orders_count": "number",
     "customer.total_spent": "number",
+    "customer.average_order_value": "number",
+    "customer.coupon_usage_rate": "number",
+    "customer.first_order_at": "time",
     "customer.last_order_at": "time",
+    "customer.days_since_last_order": "number",
     "customer.first_seen_at": "time",
+    "customer.preferred_channel": "text",
+    # Ids of the segments the customer is in: {"op": "contains", "value": "seg_..."}.
+    "customer.segments": "list",
     "customer.consent.email": "bool",
     "customer.consent.sms": "bool",
     "customer.consent.whatsapp": "bool",
@@ -78,6 +86,8 @@ class Compare(BaseModel):
             return self
         if self.value is None:
             raise ValueError(f"op {self.op!r} needs a value")
+        if kind == "list" and self.op != "contains":
+            raise ValueError(f"{self.field} is a list: use contains (or exists)")
         if self.op in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs a list value")
         if self.op in _ORDERED and kind in ("number",) and _number(self.value) is None:
@@ -143,9 +153,11 @@ def _number(value: Any) -> Decimal | None:
     if isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    # "NaN" is text, not a number: Decimal NaN cannot be ordered (it raises).
+    return None if number.is_nan() else number
 
 
 def resolve(context: dict[str, Any], path: str) -> list[Any]:
@@ -198,22 +210,33 @@ def _equal(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-def evaluate(condition: Any, context: dict[str, Any]) -> bool:
-    """Whether the condition holds for ``{"event", "cart", "customer"}``."""
+def evaluate(condition: Any, context: dict[str, Any], *, numeric_equality: bool = True) -> bool:
+    """Whether the condition holds for ``{"event", "cart", "customer"}``.
+
+    ``numeric_equality=False`` is the first release's rule, kept for journeys that branched
+    before it changed (``eq`` on a number field compared the text: "4500.00" != "4500"):
+    their replay must take the branches they took."""
     if condition is None:
         return True
     if isinstance(condition, All):
-        return all(evaluate(c, context) for c in condition.all)
+        return all(evaluate(c, context, numeric_equality=numeric_equality) for c in condition.all)
     if isinstance(condition, Any_):
-        return any(evaluate(c, context) for c in condition.any)
+        return any(evaluate(c, context, numeric_equality=numeric_equality) for c in condition.any)
     if isinstance(condition, Not):
-        return not evaluate(condition.not_, context)
+        return not evaluate(condition.not_, context, numeric_equality=numeric_equality)
     assert isinstance(condition, Compare)
     values = resolve(context, condition.field)
     if condition.op == "exists":
         return bool(values) == (condition.value is not False)
     if not values:
         return condition.op in ("ne", "not_in")
+    if (
+        numeric_equality
+        and condition.op in ("eq", "ne", "in", "not_in")
+        and field_kind(condition.field) == "number"
+    ):
+        # Amounts arrive as decimal strings: "4500.00" equals "4500" (as gte and lte agree).
+        values = [n if (n := _number(v)) is not None else v for v in values]
     if condition.op in ("ne", "not_in"):
         return all(_compare(condition.op, v, condition.value) for v in values)
     return any(_compare(condition.op, v, condition.value) for v in values)

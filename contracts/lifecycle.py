@@ -30,6 +30,9 @@ class LifecycleInput(BaseModel):
     # Replenishment: the product whose re-purchase ends the journey.
     sku: str | None = None
     time_scale: float = 1.0
+    # A marketer's test run (POST /v1/rules/{id}/test): any status but archived, no
+    # re-entry policy, no quiet hours or caps, not counted in analytics.
+    test: bool = False
 
     @property
     def workflow_id(self) -> str:
@@ -54,6 +57,7 @@ class EnterLifecycleInput(BaseModel):
     trigger: str
     triggered_at: datetime
     context: dict[str, Any] = Field(default_factory=dict)
+    test: bool = False
 
 
 class EnterLifecycleResult(BaseModel):

@@ -13,8 +13,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -111,6 +113,12 @@ class Trigger(_Strict):
             self.at = time(10, 0)
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # "after" and "at" belong to some triggers only: absent, not null, on the others.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
     @property
     def idle_after(self) -> timedelta:
         """cart.abandoned's idle time (always set for that trigger)."""
@@ -189,6 +197,10 @@ class SplitStep(_Strict):
         total = sum(v.weight for v in value)
         if total != 100:
             raise ValueError(f"split weights must add up to 100, not {total}")
+        # A name is part of every send path below it ("2.a.0"): unique, and without dots.
+        names = [v.name or f"v{n + 1}" for n, v in enumerate(value)]
+        if len(set(names)) != len(names) or any("." in name for name in names):
+            raise ValueError(f"variant names must be unique and without '.', got {names}")
         return value
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Numeric, func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.events import CustomerIn
-from db.models import ConsentChange, Customer, Event
+from db.models import ConsentChange, Customer, CustomerStats
+from services import customer_attributes, segments
 
 PROFILE_FIELDS = ("email", "phone", "name", "locale", "timezone", "currency", "country", "birthday")
 CHANNELS = ("email", "sms", "whatsapp")
@@ -104,41 +105,27 @@ def _apply(session: AsyncSession, row: Customer, sighting: _Sighting) -> None:
         row.first_seen_at = at
 
 
-async def customer_context(session: AsyncSession, customer_id: str) -> dict[str, object]:
-    """What conditions may read of a customer, computed fresh from the database."""
+async def customer_context(
+    session: AsyncSession, customer_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """What conditions and templates may read of a customer, computed fresh: the profile,
+    the computed attributes kept in ``customer_stats``, segment memberships and
+    recommendations. ``now`` dates ``days_since_last_order``."""
     customer = await session.get(Customer, customer_id)
     if customer is None:
-        return {"id": customer_id, "orders_count": 0, "total_spent": "0", "attributes": {}}
-    orders = await session.execute(
-        select(func.count(), func.max(Event.occurred_at)).where(
-            Event.customer_id == customer_id, Event.type == "order.placed"
-        )
+        return {
+            "id": customer_id,
+            "orders_count": 0,
+            "total_spent": "0",
+            "attributes": {},
+            "segments": [],
+            "recommendations": [],
+        }
+    stats = await session.get(CustomerStats, customer_id)
+    channel = (await customer_attributes.preferred_channels(session, [customer_id])).get(
+        customer_id
     )
-    count, last = orders.one()
-    # In the customer's own currency: Sutra never converts.
-    total = Event.payload["data"]["total"].as_string().cast(Numeric(18, 4))
-    spent = await session.scalar(
-        select(func.coalesce(func.sum(total), 0))
-        .where(Event.customer_id == customer_id, Event.type == "order.placed")
-        .where(Event.payload["data"]["currency"].as_string() == (customer.currency or ""))
-    )
-    return {
-        "id": customer.id,
-        "email": customer.email,
-        "phone": customer.phone,
-        "name": customer.name,
-        "locale": customer.locale,
-        "timezone": customer.timezone,
-        "country": customer.country,
-        "currency": customer.currency,
-        "orders_count": int(count or 0),
-        "total_spent": str(spent or 0),
-        "last_order_at": last.isoformat() if last else None,
-        "first_seen_at": customer.first_seen_at.isoformat(),
-        "consent": {
-            "email": customer.consent_email,
-            "sms": customer.consent_sms,
-            "whatsapp": customer.consent_whatsapp,
-        },
-        "attributes": dict(customer.attributes or {}),
-    }
+    context = customer_attributes.attributes(customer, stats, now or datetime.now(UTC), channel)
+    context["segments"] = segments.memberships(await segments.list_all(session), context)
+    context["recommendations"] = await customer_attributes.recommendations(session, customer_id)
+    return context

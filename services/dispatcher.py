@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
@@ -211,6 +212,22 @@ class Dispatcher:
             SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
             for name, value in (route["search_attributes"] or {}).items()
         ]
+        if route["kind"] == "start":
+            # A journey an event starts: one already running under that id is the same
+            # journey (a re-delivery, or the customer already in it), not an error.
+            try:
+                await self.client.start_workflow(
+                    route["workflow_type"],
+                    route["start_input"],
+                    id=route["workflow_id"],
+                    task_queue=self.settings.temporal_task_queue,
+                    search_attributes=TypedSearchAttributes(pairs),
+                    static_summary=route["summary"],
+                    rpc_timeout=timeout,
+                )
+            except WorkflowAlreadyStartedError:
+                return "skipped"
+            return "delivered"
         await self.client.start_workflow(
             route["workflow_type"],
             route["start_input"],

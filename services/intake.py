@@ -17,7 +17,8 @@ from config.settings import Settings
 from contracts.events import event_cart_id, event_order_id
 from db.models import Event as EventRow
 from db.models import EventRoute
-from services import customers
+from services import customer_facts, customers
+from services.lifecycle_routes import lifecycle_routes
 from services.routing import routes_for
 
 Status = Literal["accepted", "duplicate"]
@@ -81,10 +82,15 @@ async def ingest(
         return statuses
 
     await customers.upsert_from_events(session, accepted)
+    await customer_facts.record(session, accepted)
     route_rows = [
         {"event_id": event.id, **asdict(route)}
         for event in accepted
         for route in routes_for(event, settings)
+    ]
+    route_rows += [
+        {"event_id": event_id, **asdict(route)}
+        for event_id, route in await lifecycle_routes(session, accepted)
     ]
     if route_rows:
         await session.execute(insert(EventRoute), route_rows)

@@ -65,20 +65,15 @@ async def claim_and_start(
         )
         report.claimed = len(result.all())
     async with sessionmaker() as session:
-        pending = set(
-            (
-                await session.execute(
-                    select(
-                        JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence
-                    ).where(
-                        tuple_(
-                            JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence
-                        ).in_(keys),
-                        JourneyClaim.started_at.is_(None),
-                    )
-                )
-            ).tuples()
+        rows = await session.execute(
+            select(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence).where(
+                tuple_(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence).in_(
+                    keys
+                ),
+                JourneyClaim.started_at.is_(None),
+            )
         )
+        pending = {(rule_id, customer_id, occurrence) for rule_id, customer_id, occurrence in rows}
     todo = [s for s in starts if (s.rule_id, s.customer_id, s.occurrence) in pending]
     gate = asyncio.Semaphore(_CONCURRENT_STARTS)
 

@@ -13,11 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.conditions import evaluate
 from contracts.rules import RuleDefinition, send_steps
 from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
+from services.default_rules import (
+    DEFAULT_ABANDONED_CART,
+    DEFAULT_ABANDONED_CART_SLUG,
+    LIFECYCLE_DEFAULTS,
+)
 from services.templates import Renderer
 
 # draft -> active <-> paused ; any -> archived (for good)
@@ -26,45 +32,6 @@ TRANSITIONS: dict[str, set[str]] = {
     "active": {"paused", "archived"},
     "paused": {"active", "archived"},
     "archived": set(),
-}
-
-DEFAULT_ABANDONED_CART_SLUG = "default-abandoned-cart"
-DEFAULT_ABANDONED_CART: dict[str, Any] = {
-    "name": "Abandoned cart (default)",
-    "description": (
-        "The classic sequence: 1 h reminder by email, 24 h WhatsApp with 5% off, 72 h "
-        "email and SMS with 10% off (last chance), 7 days email with 15% off."
-    ),
-    "trigger": {"event": "cart.abandoned", "after": "PT1H"},
-    "steps": [
-        {"send": {"channels": ["email"], "template": "cart_reminder_1"}},
-        {"wait": "PT23H"},
-        {
-            "send": {
-                "channels": ["whatsapp", "email"],
-                "template": "cart_reminder_2",
-                "incentive": {"percent_off": 5, "expires_in": "P2D"},
-            }
-        },
-        {"wait": "P2D"},
-        {
-            "send": {
-                "channels": ["email", "sms"],
-                "mode": "all",
-                "template": "cart_reminder_3",
-                "incentive": {"percent_off": 10, "expires_in": "P2D"},
-            }
-        },
-        {"wait": "P4D"},
-        {
-            "send": {
-                "channels": ["email"],
-                "template": "cart_reminder_4",
-                "incentive": {"percent_off": 15, "expires_in": "P3D"},
-            }
-        },
-    ],
-    "attribution_window": "P5D",
 }
 
 
@@ -319,19 +286,44 @@ async def record_exit(
 
 
 async def ensure_default_rules(session: AsyncSession) -> Rule | None:
-    """Install the default abandoned-cart rule, active, unless it was installed before
-    (even if a marketer since paused or archived it)."""
-    existing = await session.scalar(select(Rule).where(Rule.slug == DEFAULT_ABANDONED_CART_SLUG))
-    if existing is not None:
-        return None
-    rule, _ = await create(
-        session,
-        RuleDefinition.model_validate(DEFAULT_ABANDONED_CART),
-        Actor(key_id=None, name="sutra (default rules)"),
-        slug=DEFAULT_ABANDONED_CART_SLUG,
-        status="active",
+    """Install the rules Sutra ships (services/default_rules.py), each once by its slug:
+    the abandoned-cart rule, active, and the lifecycle journeys (welcome, post-purchase,
+    replenishment, win-back, birthday, purchase anniversary, back in stock, price drop) as
+    drafts for a marketer to review and activate. A rule installed before is never
+    installed again, even if a marketer since edited, paused or archived it.
+
+    Returns the abandoned-cart rule when this call installed it, else None."""
+    actor = Actor(key_id=None, name="sutra (default rules)")
+    installed = set(
+        await session.scalars(
+            select(Rule.slug).where(
+                Rule.slug.in_([DEFAULT_ABANDONED_CART_SLUG, *LIFECYCLE_DEFAULTS])
+            )
+        )
     )
-    return rule
+    abandoned_cart = None
+    if DEFAULT_ABANDONED_CART_SLUG not in installed:
+        abandoned_cart, _ = await create(
+            session,
+            RuleDefinition.model_validate(DEFAULT_ABANDONED_CART),
+            actor,
+            slug=DEFAULT_ABANDONED_CART_SLUG,
+            status="active",
+        )
+    for slug, definition in LIFECYCLE_DEFAULTS.items():
+        if slug not in installed:
+            rule, _ = await create(
+                session, RuleDefinition.model_validate(definition), actor, slug=slug, status="draft"
+            )
+            # One transaction gives every rule the same now(): list them in install order,
+            # the abandoned-cart rule first (README's tour takes the first rule).
+            await session.execute(
+                sql_update(Rule)
+                .where(Rule.id == rule.id)
+                .values(created_at=func.clock_timestamp())
+                .execution_options(synchronize_session=False)
+            )
+    return abandoned_cart
 
 
 async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> timedelta | None:
@@ -348,3 +340,65 @@ async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> 
         for definition in await session.scalars(query)
     ]
     return min(afters) if afters else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+async def enter_rule(
+    session: AsyncSession,
+    *,
+    rule_id: str,
+    customer_id: str,
+    workflow_id: str,
+    run_id: str,
+    context: dict[str, Any],
+    triggered_at: datetime,
+    now: datetime,
+    test: bool = False,
+) -> Entry | Refusal:
+    """A lifecycle journey entering its own rule: admitted when the rule is active, its
+    conditions hold, its re-entry policy allows and the customer has not already done
+    what the journey would end on. Recorded once per run (a retry finds the same)."""
+    existing = await session.scalar(
+        select(JourneyEntry).where(
+            JourneyEntry.rule_id == rule_id,
+            JourneyEntry.workflow_id == workflow_id,
+            JourneyEntry.run_id == run_id,
+        )
+    )
+    if existing is not None:
+        version = await version_of(session, existing.rule_id, existing.rule_version)
+        return Entry(existing.rule_id, existing.rule_version, version.definition)
+    rule = await session.get(Rule, rule_id)
+    admitted = ("draft", "active", "paused") if test else ("active",)
+    if rule is None or rule.status not in admitted:
+        return Refusal("rule_not_active")
+    version = await version_of(session, rule.id, rule.version)
+    definition = RuleDefinition.model_validate(version.definition)
+    if not evaluate(definition.conditions, context):
+        return Refusal("conditions")
+    if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
+        return Refusal("reentry")
+    if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
+        return Refusal("ordered")
+    session.add(
+        JourneyEntry(
+            rule_id=rule.id,
+            rule_version=version.version,
+            customer_id=customer_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            test=test,
+        )
+    )
+    await session.flush()
+    return Entry(rule.id, version.version, version.definition)
+
+
+def ordered_since(context: dict[str, Any], since: datetime) -> bool:
+    """Whether the customer in ``context`` placed an order after ``since``."""
+    last = (context.get("customer") or {}).get("last_order_at")
+    return bool(last) and datetime.fromisoformat(str(last)) > since

@@ -8,15 +8,16 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Settings
 from contracts.events import EVENT_ADAPTER
+from db.models import EventRoute
 from services.dispatcher import Dispatcher
 from services.intake import ingest
-from services.routing import routes_for
 
 
 class SkippingShop:
@@ -44,12 +45,25 @@ class SkippingShop:
         return status
 
     async def deliver(self, parsed: Any) -> None:
-        for route in routes_for(parsed, self.settings):
-            if route.kind == "signal_query":
-                continue  # visibility queries are the dev server's business
-            await self.dispatcher._deliver(route.__dict__)
-            if route.workflow_id not in self.workflows:
-                self.workflows.append(route.workflow_id)
+        """Deliver the routes intake stored for the event, in order, as the dispatcher
+        would (and mark them delivered, so a dispatcher would not deliver them again)."""
+        async with self.sessionmaker() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(EventRoute)
+                    .where(EventRoute.event_id == parsed.id, EventRoute.status == "pending")
+                    .order_by(EventRoute.seq)
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                row.status = "delivered"
+                if row.kind == "signal_query":
+                    continue  # visibility queries are the dev server's business
+                route = {c.name: getattr(row, c.name) for c in EventRoute.__table__.columns}
+                await self.dispatcher._deliver(route)
+                if row.workflow_id not in self.workflows:
+                    self.workflows.append(row.workflow_id)
 
     async def terminate_all(self) -> None:
         for workflow_id in self.workflows:

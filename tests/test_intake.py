@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,8 +42,15 @@ async def test_event_is_accepted_and_starts_the_cart_workflow(api: Api, temporal
     assert state.customer_id == event["customer"]["id"]
     assert state.snapshot is not None
     assert str(state.snapshot.total) == "4500.00"
-    description = await temporal.get_workflow_handle(f"cart/{cart_id}").describe()
-    attrs = {p.key.name: p.value for p in description.typed_search_attributes}
+    handle = temporal.get_workflow_handle(f"cart/{cart_id}")
+
+    async def published() -> Any:
+        # The status is published after the workflow's first activity: poll for it.
+        description = await handle.describe()
+        attrs = {p.key.name: p.value for p in description.typed_search_attributes}
+        return (description, attrs) if "JourneyStatus" in attrs else None
+
+    description, attrs = await eventually(published, what="search attributes")
     assert attrs["CartId"] == cart_id
     assert attrs["CustomerId"] == event["customer"]["id"]
     assert attrs["JourneyStatus"] == "active"

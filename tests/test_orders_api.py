@@ -149,6 +149,14 @@ async def test_a_partial_cod_order_paid_by_razorpay_webhook_and_moved_by_ops(
         )
         assert moved.status_code == 200, moved.text
     assert moved.json()["payment_status"] == "fully_paid"
+    # Delivered by hand is taken in as the shop's order.delivered would be: post-purchase
+    # journeys and replenishment clocks start from it.
+    stored = await api.get(f"/v1/events/ops:{order_id}:delivered")
+    assert stored.status_code == 200, stored.text
+    assert (stored.json()["type"], stored.json()["payload"]["data"]) == (
+        "order.delivered",
+        {"order_id": order_id},
+    )
     late = await api.http.post(
         f"/v1/orders/{order_id}/transitions", json={"to": "cancelled"}, headers=auth(ADMIN_KEY)
     )

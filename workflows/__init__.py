@@ -1,6 +1,9 @@
 """Temporal workflows: orchestration only, deterministic, one workflow class per file."""
 
 from workflows.cart import CartWorkflow
+from workflows.lifecycle import LifecycleJourneyWorkflow
 from workflows.order import OrderWorkflow
+from workflows.product_fanout import ProductFanout
+from workflows.time_trigger_sweep import TimeTriggerSweep
 
-ALL = [CartWorkflow, OrderWorkflow]
+ALL = [CartWorkflow, OrderWorkflow, LifecycleJourneyWorkflow, ProductFanout, TimeTriggerSweep]

@@ -26,6 +26,12 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.conditions import evaluate
+    from contracts.experiments import (
+        ASSIGN_VARIANT,
+        RECORD_SPLIT_PATCH,
+        AssignVariantInput,
+        AssignVariantResult,
+    )
     from contracts.journeys import (
         CUSTOMER_CONTEXT,
         ISSUE_COUPON,
@@ -44,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messaging import Messenger
 
 ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+NUMERIC_EQUALITY_PATCH = "numeric-equality"
 _REACHED = frozenset({"sent", "delivered"})
 
 
@@ -88,6 +95,7 @@ class JourneyRunner:
         gate: Callable[[], bool],
         stop: Callable[[], str | None],
         context: Callable[[], dict[str, Any]],
+        vet: Callable[[dict[str, Any]], str | None] | None = None,
         time_scale: float = 1.0,
         test: bool = False,
     ) -> None:
@@ -99,6 +107,7 @@ class JourneyRunner:
         self.gate = gate
         self.stop = stop
         self.context = context
+        self.vet = vet
         self.time_scale = time_scale
         self.test = test
         self.definition = RuleDefinition.model_validate(state.rule.definition)
@@ -123,15 +132,11 @@ class JourneyRunner:
                 reason = await self._wait_until(op)
             elif op.kind == "branch":
                 context = await self._fresh_context()
-                holds = evaluate(op.condition, context)
+                holds = evaluate(op.condition, context, numeric_equality=self._numeric_eq())
                 self.state.pc = self.state.pc + 1 if holds else (op.target or 0)
                 continue
             elif op.kind == "split":
-                start, name = choose_variant(
-                    op.variants, split_bucket(self.state.rule.rule_id, self.customer_id)
-                )
-                self.state.variant = name
-                self.state.pc = start
+                self.state.pc = await self._split(op)
                 continue
             elif op.kind == "jump":
                 self.state.pc = op.target or 0
@@ -142,6 +147,41 @@ class JourneyRunner:
                 return reason
             self.state.pc += 1
         return "completed"
+
+    async def _split(self, op: Op) -> int:
+        """Take a variant: the one recorded for this journey (its hash bucket's, or a
+        promoted winner's); where to continue is returned."""
+        rule = self.state.rule
+        bucket = split_bucket(rule.rule_id, self.customer_id)
+        start, name = choose_variant(op.variants, bucket)
+        if workflow.patched(RECORD_SPLIT_PATCH):
+            assigned = await workflow.execute_activity(
+                ASSIGN_VARIANT,
+                AssignVariantInput(
+                    rule_id=rule.rule_id,
+                    rule_version=rule.version,
+                    path=op.path,
+                    customer_id=self.customer_id,
+                    workflow_id=self.workflow_id,
+                    run_id=self.state.instance,
+                    variants=[(n, weight) for weight, _, n in op.variants],
+                    bucket=bucket,
+                    test=self.test,
+                ),
+                result_type=AssignVariantResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACTIVITY_RETRY,
+            )
+            starts = {n: at for _, at, n in op.variants}
+            if assigned.variant in starts:
+                start, name = starts[assigned.variant], assigned.variant
+        self.state.variant = name
+        return start
+
+    def _numeric_eq(self) -> bool:
+        # "4500.00" eq "4500" became true in a later release; a journey that decided a
+        # branch or exit before keeps deciding it the old way on replay.
+        return workflow.patched(NUMERIC_EQUALITY_PATCH)
 
     def _scaled(self, duration: timedelta | None) -> timedelta:
         assert duration is not None
@@ -211,10 +251,14 @@ class JourneyRunner:
         self.state.clock = workflow.now()
         context = await self._fresh_context()
         exits = self.definition.exit
-        if exits.conditions is not None and evaluate(exits.conditions, context):
+        if exits.conditions is not None and evaluate(
+            exits.conditions, context, numeric_equality=self._numeric_eq()
+        ):
             return "exit_condition"
         if "unsubscribed" in exits.events and self._unsubscribed():
             return "unsubscribed"
+        if self.vet is not None and (reason := self.vet(context)):
+            return reason
         coupon = await self._coupon(op.path, send)
         outcomes = []
         for channels in [send.channels] if send.mode == "first" else [[c] for c in send.channels]:
@@ -282,6 +326,8 @@ class JourneyRunner:
         context: dict[str, Any],
     ) -> MessageRequest:
         variables = {k: v for k, v in context.items() if k not in ("customer", "event")}
+        if "recommendations" in self._customer:
+            variables.setdefault("recommendations", self._customer["recommendations"])
         if coupon is not None:
             variables["coupon"] = {
                 "code": coupon.code,

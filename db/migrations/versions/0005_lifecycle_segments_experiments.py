@@ -44,10 +44,7 @@ def upgrade() -> None:
         unique=True,
     )
     op.create_index(
-        "ix_journey_entries_customer_open",
-        "journey_entries",
-        ["customer_id"],
-        postgresql_where=sa.text("exited_at IS NULL"),
+        "ix_journey_entries_customer_id_exited_at", "journey_entries", ["customer_id", "exited_at"]
     )
 
     op.create_table(
@@ -92,6 +89,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_product_purchases_customer_sku", "product_purchases", ["customer_id", "sku"]
     )
+    op.create_index("ix_product_purchases_sku", "product_purchases", ["sku"])
     op.create_index(
         "ix_product_purchases_replenish_due",
         "product_purchases",
@@ -216,12 +214,13 @@ def downgrade() -> None:
     op.drop_index("ix_co_purchases_sku_customers", table_name="co_purchases")
     op.drop_table("co_purchases")
     op.drop_index("ix_product_purchases_replenish_due", table_name="product_purchases")
+    op.drop_index("ix_product_purchases_sku", table_name="product_purchases")
     op.drop_index("ix_product_purchases_customer_sku", table_name="product_purchases")
     op.drop_table("product_purchases")
     op.drop_index("ix_customer_stats_first_order_md", table_name="customer_stats")
     op.drop_index("ix_customer_stats_last_order_at", table_name="customer_stats")
     op.drop_table("customer_stats")
-    op.drop_index("ix_journey_entries_customer_open", table_name="journey_entries")
+    op.drop_index("ix_journey_entries_customer_id_exited_at", table_name="journey_entries")
     op.drop_index("uq_journey_entries_rule_id_workflow_id_run_id", table_name="journey_entries")
     op.create_unique_constraint(
         "uq_journey_entries_rule_id_workflow_id", "journey_entries", ["rule_id", "workflow_id"]

@@ -1,0 +1,220 @@
+"""Lifecycle journey (``journey/{rule_id}/{customer_id}[/{key}]``): one customer on one
+lifecycle rule — welcome series, post-purchase, replenishment, win-back, birthday,
+anniversary, back in stock, price drop.
+
+Started by an accepted event (customer.created, order.delivered, ...), by the hourly
+time-trigger sweep or by a product fan-out. It enters its rule through an activity that
+pins the rule's current version and applies conditions and re-entry policy, then runs the
+rule's steps with the shared step interpreter. The customer's orders reach it as signals:
+an order ends it when the rule's exits say so (welcome, win-back), a re-purchase of the
+product ends a replenishment reminder, and every order within the attribution window after
+the journey's messages is credited to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from contracts import search_attributes as sa
+    from contracts.journeys import (
+        ATTRIBUTE_ORDER,
+        EXIT_JOURNEY,
+        RULE_PAUSED_SIGNAL,
+        AttributeOrderInput,
+        AttributeOrderResult,
+        ExitJourneyInput,
+        JourneyState,
+        RulePaused,
+    )
+    from contracts.lifecycle import (
+        ENTER_LIFECYCLE,
+        LIFECYCLE_EVENT_SIGNAL,
+        EnterLifecycleInput,
+        EnterLifecycleResult,
+        LifecycleEvent,
+        LifecycleInput,
+        LifecycleState,
+    )
+    from contracts.messages import MESSAGE_STATUS_SIGNAL, MessageStatusUpdate
+    from contracts.rules import RuleDefinition
+    from workflows.journey import JourneyRunner
+    from workflows.messaging import Messenger
+
+_TIMEOUT = timedelta(seconds=30)
+_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+@workflow.defn(name="LifecycleJourney")
+class LifecycleJourneyWorkflow:
+    @workflow.init
+    def __init__(self, input: LifecycleInput) -> None:
+        self._input = input
+        self._state = LifecycleState(
+            rule_id=input.rule_id,
+            customer_id=input.customer_id,
+            key=input.key,
+            trigger=input.trigger,
+        )
+        self._messenger = Messenger()
+        self._seen: set[str] = set()
+        self._pending_orders: list[LifecycleEvent] = []
+        self._ordered = False
+        self._rebought = False
+        self._rule_paused = False
+        self._definition: RuleDefinition | None = None
+
+    @workflow.signal(name=LIFECYCLE_EVENT_SIGNAL)
+    def event(self, event: LifecycleEvent) -> None:
+        if event.event_id in self._seen:
+            return  # delivery is at-least-once
+        self._seen.add(event.event_id)
+        if event.type == "order.placed" and event.occurred_at > self._input.triggered_at:
+            self._ordered = True
+            if self._input.sku is not None and self._input.sku in event.skus:
+                self._rebought = True
+            if event.order_id and event.order_id not in self._state.orders:
+                self._state.orders.append(event.order_id)
+                self._pending_orders.append(event)
+
+    @workflow.signal(name=MESSAGE_STATUS_SIGNAL)
+    def message_status(self, update: MessageStatusUpdate) -> None:
+        self._messenger.on_status(update)
+
+    @workflow.signal(name=RULE_PAUSED_SIGNAL)
+    def rule_paused(self, signal: RulePaused) -> None:
+        if signal.rule_id == self._input.rule_id:
+            self._rule_paused = True
+
+    @workflow.query(name="state")
+    def state(self) -> LifecycleState:
+        return self._state
+
+    @workflow.run
+    async def run(self, input: LifecycleInput) -> LifecycleState:
+        state = self._state
+        entered = await workflow.execute_activity(
+            ENTER_LIFECYCLE,
+            EnterLifecycleInput(
+                rule_id=input.rule_id,
+                customer_id=input.customer_id,
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                trigger=input.trigger,
+                triggered_at=input.triggered_at,
+                context=input.context,
+                test=input.test,
+            ),
+            result_type=EnterLifecycleResult,
+            start_to_close_timeout=_TIMEOUT,
+            retry_policy=_RETRY,
+        )
+        if entered.rule is None:
+            state.status, state.refused = "not_entered", entered.refused
+            self._publish()
+            return state
+        state.journey = JourneyState(rule=entered.rule, instance=workflow.info().run_id)
+        state.status = "running"
+        self._definition = RuleDefinition.model_validate(entered.rule.definition)
+        self._publish()
+        runner = JourneyRunner(
+            state.journey,
+            self._messenger,
+            workflow_id=workflow.info().workflow_id,
+            customer_id=input.customer_id,
+            cart_id=None,
+            gate=lambda: True,
+            stop=self._stop_reason,
+            context=self._context,
+            vet=self._vet,
+            time_scale=input.time_scale,
+            test=input.test,
+        )
+        reason = await runner.run()
+        state.exit_reason = state.journey.exit_reason = reason
+        await workflow.execute_activity(
+            EXIT_JOURNEY,
+            ExitJourneyInput(
+                workflow_id=workflow.info().workflow_id, rule_id=input.rule_id, reason=reason
+            ),
+            start_to_close_timeout=_TIMEOUT,
+            retry_policy=_RETRY,
+        )
+        await self._credit_orders(reason)
+        state.status = "ended"
+        self._publish()
+        return state
+
+    def _stop_reason(self) -> str | None:
+        if self._rule_paused:
+            return "rule_paused"
+        if self._rebought:
+            return "rebought"
+        if self._ordered and "order.placed" in self._rule().exit.events:
+            return "ordered"
+        return None
+
+    def _vet(self, context: dict[str, object]) -> str | None:
+        """Checked on fresh data before every send: an order the signal has not brought
+        yet (it was placed while the journey was entering) still ends the journey."""
+        customer = context.get("customer")
+        last = customer.get("last_order_at") if isinstance(customer, dict) else None
+        if (
+            last
+            and "order.placed" in self._rule().exit.events
+            and datetime.fromisoformat(str(last)) > self._input.triggered_at
+        ):
+            return "ordered"
+        return None
+
+    def _rule(self) -> RuleDefinition:
+        assert self._definition is not None
+        return self._definition
+
+    def _context(self) -> dict[str, object]:
+        data = dict(self._input.context)
+        return {**data, "event": {"type": self._input.trigger, "data": data}}
+
+    async def _credit_orders(self, reason: str) -> None:
+        """Credit orders to the journey's messages: those that came while it ran, and any
+        within the attribution window after it ended (a rule paused ends it at once)."""
+        if reason != "rule_paused" and not self._ordered and not self._input.test:
+            window = self._rule().attribution_window / self._input.time_scale
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: bool(self._pending_orders), timeout=window)
+        while self._pending_orders:
+            order = self._pending_orders.pop(0)
+            assert order.order_id is not None
+            await workflow.execute_activity(
+                ATTRIBUTE_ORDER,
+                AttributeOrderInput(
+                    order_id=order.order_id,
+                    customer_id=self._input.customer_id,
+                    cart_id=None,
+                    window=self._rule().attribution_window,
+                ),
+                result_type=AttributeOrderResult,
+                start_to_close_timeout=_TIMEOUT,
+                retry_policy=_RETRY,
+            )
+            journey = self._state.journey
+            if journey is not None:
+                journey.attributed_order = order.order_id
+
+    def _publish(self) -> None:
+        state = self._state
+        sent = len(state.journey.sent) if state.journey else 0
+        details = f"**{state.trigger}** journey of customer `{state.customer_id}`: {state.status}"
+        if state.refused:
+            details += f" (not entered: {state.refused})"
+        if state.journey is not None:
+            rule = state.journey.rule
+            details += f"; rule `{rule.rule_id}` v{rule.version}, {sent} message(s) sent"
+        if state.exit_reason:
+            details += f"; ended: {state.exit_reason}"
+        workflow.set_current_details(details + ".")
+        workflow.upsert_search_attributes([sa.JOURNEY_STATUS.value_set(state.status)])
