@@ -197,11 +197,11 @@ async def test_the_first_order_ends_the_welcome_series_and_takes_the_credit(shop
     assert (state.status, state.exit_reason, state.orders) == ("ended", "ordered", [order_id])
     async with shop.sessionmaker() as session:
         credit = await session.get(Attribution, order_id)
-        entry = await session.scalar(
-            select(JourneyEntry).where(JourneyEntry.rule_id == rule_id)
-        )
-    assert credit is not None and credit.message_id == welcome.id
-    assert entry is not None and entry.exit_reason == "ordered"
+        entry = await session.scalar(select(JourneyEntry).where(JourneyEntry.rule_id == rule_id))
+    assert credit is not None
+    assert credit.message_id == welcome.id
+    assert entry is not None
+    assert entry.exit_reason == "ordered"
 
 
 async def test_post_purchase_thanks_asks_for_a_review_then_cross_sells(shop: Lifecycle):
@@ -281,9 +281,7 @@ async def test_a_replenishment_reminder_is_cancelled_by_buying_the_product_again
 
     assert await shop.messages(rebuys) == []
     assert _days(await shop.messages(other), start) == [("welcome", 1)]
-    rebought = await shop.journey(
-        workflow_ids.journey(rebuy_rule, rebuys, "replenish-ord-SKU-TEA")
-    )
+    rebought = await shop.journey(workflow_ids.journey(rebuy_rule, rebuys, "replenish-ord-SKU-TEA"))
     assert rebought.exit_reason == "rebought"
 
 
@@ -331,7 +329,8 @@ async def test_win_back_ends_on_an_order_and_a_new_spell_starts_a_new_journey(sh
     assert (ended.exit_reason, ended.orders) == ("ordered", [order_id])
     async with shop.sessionmaker() as session:
         credit = await session.get(Attribution, order_id)
-    assert credit is not None and credit.message_id == first.id
+    assert credit is not None
+    assert credit.message_id == first.id
 
     # The same spell is never started twice; the order opened a new one, which is.
     again = await claim_and_start(
