@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest soak bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sutra needs Python 3.11+: run make PYTHON=python3.11")'
@@ -30,6 +30,12 @@ typecheck: $(STAMP)
 # pytest exits 5 when it collects nothing; make treats that as the failure it is.
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The long runs: more journeys and kills, a one-minute Temporal outage, a back-in-stock
+# fan-out to 5,000 subscribers (about 10 minutes on 2 CPUs). Rerun a crash
+# schedule with SUTRA_CHAOS_SEED=<n> (the seed is printed).
+soak: $(STAMP)
+	SUTRA_SOAK=1 $(BIN)/pytest -q -s -p no:logging tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_db_outage.py tests/test_product_fanout.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

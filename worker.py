@@ -12,21 +12,35 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.carts import CartActivities
+from activities.experiments import ExperimentActivities
+from activities.fanout import FanoutActivities
 from activities.journeys import JourneyActivities
+from activities.lifecycle import LifecycleActivities
 from activities.messaging import MessagingActivities
 from activities.orders import OrderActivities
+from activities.sweeps import SweepActivities
 from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.messaging import Messaging
+from services.schedules import ensure_time_trigger_schedule
 from services.templates import Renderer
 from services.temporal import connect, ensure_search_attributes
 from workflows import ALL as WORKFLOWS
 
 log = logging.getLogger("sutra.worker")
+
+# Every workflow run gets a fresh sandbox that re-imports the modules not passed through:
+# re-executing ours cost some 50 ms of CPU per journey started. They hold no module-level
+# state, so they are imported once and shared; determinism is still enforced by the
+# sandbox's restrictions on what workflow code may call, and proven by the replay tests.
+_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(
+    "workflows", "contracts", "services", "config", "db", "channels", "payments"
+)
 
 
 def build_worker(
@@ -49,11 +63,16 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
+        workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
         activities=[
             carts.prepare_cart,
             messaging.send_message,
             *journeys.all(),
             *orders.all(),
+            *ExperimentActivities(sessionmaker).all(),
+            *LifecycleActivities(sessionmaker).all(),
+            *FanoutActivities(client, task_queue, sessionmaker, settings).all(),
+            *SweepActivities(client, sessionmaker, task_queue).all(),
         ],
     )
 
@@ -76,6 +95,7 @@ async def main() -> None:
     configure_logging(settings)
     client = await connect_with_retry(settings)
     await ensure_search_attributes(client, settings.temporal_namespace)
+    await ensure_time_trigger_schedule(client, settings)
     engine = create_engine(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep, require
 from api.errors import NotFound, documented
 from db.models import ApiKey
-from services import api_keys
+from services import api_keys, audit
 from services.api_keys import Principal, Scope
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
@@ -48,6 +48,9 @@ async def create_api_key(body: ApiKeyCreate, session: SessionDep, admin: Admin) 
     key, plaintext = await api_keys.create_key(
         session, name=body.name, scopes=list(body.scopes), created_by=admin.key_id
     )
+    audit.record(
+        session, admin, "api_key", key.id, "create", {"name": key.name, "scopes": key.scopes}
+    )
     return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), key=plaintext)
 
 
@@ -62,10 +65,12 @@ async def list_api_keys(session: SessionDep, _: Admin) -> list[ApiKeyOut]:
     description="Revokes the key at once here; other API processes refuse it within seconds.",
 )
 async def revoke_api_key(
-    key_id: uuid.UUID, request: Request, session: SessionDep, _: Admin
+    key_id: uuid.UUID, request: Request, session: SessionDep, admin: Admin
 ) -> ApiKeyOut:
     key = await api_keys.revoke_key(session, key_id)
     if key is None:
         raise NotFound(f"no API key with id {key_id}")
+    if session.is_modified(key):  # revoking a revoked key changes nothing
+        audit.record(session, admin, "api_key", key_id, "revoke", {"name": key.name})
     request.app.state.key_cache.forget(key_id)
     return ApiKeyOut.of(key)

@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api import (
+    analytics,
     api_keys,
+    audit,
     carts,
+    codec,
     coupons,
     customers,
     errors,
@@ -20,12 +23,19 @@ from api import (
     openapi,
     orders,
     payment_webhooks,
+    privacy,
     rules,
+    segments,
     templates,
     unsubscribe,
     webhooks,
 )
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from api.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RateLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
@@ -81,10 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         events.router,
         customers.router,
+        privacy.router,
         carts.router,
         orders.router,
         messages.router,
         rules.router,
+        analytics.router,
+        segments.router,
         coupons.router,
         templates.router,
         webhooks.router,
@@ -92,9 +105,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payment_webhooks.sandbox,
         unsubscribe.router,
         api_keys.router,
+        codec.router,
+        audit.router,
     ):
         app.include_router(router)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RateLimitMiddleware,
+        per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.public_url.startswith("https://"))
     app.add_middleware(MetricsMiddleware)
     return app

@@ -6,11 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.events import EVENT_TYPES
@@ -166,17 +168,43 @@ def install(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.orig)
-        return error_response(
-            503,
-            "database_unavailable",
-            "the database is not reachable; retry shortly",
-            headers={"Retry-After": "5"},
-        )
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
+        return database_unavailable()
+
+    # Connection refused, dropped mid-query, pool exhausted while the database is away: the
+    # request can succeed if retried shortly, so 503 with Retry-After, never a 500.
+    for kind in (OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError):
+        app.add_exception_handler(kind, _db_down)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # A value from the request the database cannot hold or compare (U+0000 in text, an
+        # integer beyond its column): the client's to fix, so 422, not 500.
+        log.info("unstorable value: %s", exc.orig)
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        return error_response(422, "validation_error", f"a value cannot be stored: {reason}")
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await _db_down(request, exc)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+DB_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable() -> JSONResponse:
+    """What every request that needs the database gets while it is unreachable."""
+    return error_response(
+        503,
+        "database_unavailable",
+        "the database is not reachable; retry shortly",
+        headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+    )

@@ -66,7 +66,25 @@ async def _json_body(request: Request) -> Any:
         raise MalformedJson(f"request body is not valid JSON: {exc}{hint}") from exc
 
 
+def _nul_at(value: Any, loc: list[str | int]) -> list[str | int] | None:
+    """Where a string (or key) holds U+0000, which PostgreSQL cannot store; None if nowhere."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    pairs: Any = value.items() if isinstance(value, dict) else ()
+    if isinstance(value, list):
+        pairs = enumerate(value)
+    for key, item in pairs:
+        found = [*loc, key] if "\x00" in str(key) else _nul_at(item, [*loc, key])
+        if found is not None:
+            return found
+    return None
+
+
 def _validate(item: Any) -> Any:
+    nul = _nul_at(item, [])
+    if nul is not None:
+        fields = [{"loc": nul, "msg": "text must not contain the NUL character (\\u0000)"}]
+        raise Unprocessable(summarize(fields), fields=fields)
     try:
         return EVENT_ADAPTER.validate_python(item)
     except ValidationError as exc:

@@ -1,22 +1,29 @@
 """Orders (ops and backend): live state from the order workflow, and transitions as
-Temporal updates whose validator refuses impossible moves before anything is recorded."""
+Temporal updates whose validator refuses impossible moves before anything is recorded.
+
+A delivery ops record by hand is also taken in as an ``order.delivered`` event (id
+``ops:{order_id}:delivered``), exactly as if the shop had sent it: post-purchase journeys
+and replenishment clocks start from it. The order workflow ignores it, being delivered."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import TemporalDep, require
+from api.deps import SessionDep, SettingsDep, TemporalDep, require
 from api.errors import Conflict, NotFound, ServiceUnavailable, documented
 from api.workflow_state import query_state
+from config.settings import Settings
 from contracts import workflow_ids
+from contracts.events import EVENT_ADAPTER
 from contracts.orders import (
     INVALID_TRANSITION,
     TRANSITION_UPDATE,
@@ -27,7 +34,9 @@ from contracts.orders import (
     RefundInfo,
     TransitionRequest,
 )
+from services import audit
 from services.api_keys import Principal
+from services.intake import ingest
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 _TIMEOUT = timedelta(seconds=10)
@@ -127,6 +136,8 @@ async def transition_order(
     order_id: str,
     body: TransitionRequest,
     temporal: TemporalDep,
+    session: SessionDep,
+    settings: SettingsDep,
     principal: Annotated[Principal, Depends(require("ops"))],
 ) -> OrderView:
     handle = temporal.get_workflow_handle(workflow_ids.order(order_id))
@@ -139,6 +150,8 @@ async def transition_order(
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
             current = cause.details[0] if cause.details else None
+            if current == OrderStatus.delivered.value:
+                await _delivered_by_ops(session, settings, order_id)  # a retried request
             raise Conflict(cause.message, current_status=current) from exc
         raise ServiceUnavailable(f"the order workflow failed the transition: {exc}") from exc
     except RPCError as exc:
@@ -151,4 +164,22 @@ async def transition_order(
             f"order {order_id} is {current}, a final status: it cannot go to {body.to}",
             current_status=current,
         ) from exc
+    if state.status is OrderStatus.delivered:
+        await _delivered_by_ops(session, settings, order_id)
+    audit.record(
+        session, principal, "order", order_id, "transition", audit.order_transition(state, body)
+    )
     return _view(state)
+
+
+async def _delivered_by_ops(session: AsyncSession, settings: Settings, order_id: str) -> None:
+    event = EVENT_ADAPTER.validate_python(
+        {
+            "id": f"ops:{order_id}:delivered",
+            "type": "order.delivered",
+            "occurred_at": datetime.now(UTC),
+            "data": {"order_id": order_id},
+        }
+    )
+    await ingest(session, [event], settings=settings, api_key_id=None)
+    await session.commit()  # now: a 409 that follows must not roll it back

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Path, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -18,6 +18,7 @@ from api.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, do
 from contracts import search_attributes as sa
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
 from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
+from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
 from contracts.rules import RuleDefinition, send_steps
 from db.models import Customer, EventRoute, Rule, RuleVersion
 from services import rules
@@ -86,7 +87,7 @@ class TestIn(BaseModel):
 
 class TestOut(BaseModel):
     workflow_id: str
-    cart_id: str
+    cart_id: str | None = Field(default=None, description="The test cart (cart.abandoned rules)")
 
 
 def _actor(principal: Principal) -> rules.Actor:
@@ -156,7 +157,10 @@ async def get_rule(rule_id: str, session: SessionDep, _: Reader) -> RuleOut:
 
 @router.get("/{rule_id}/versions/{version}", responses=documented(401, 403, 404))
 async def get_rule_version(
-    rule_id: str, version: int, session: SessionDep, _: Reader
+    rule_id: str,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],  # int4 column: beyond is a 422, not 500
+    session: SessionDep,
+    _: Reader,
 ) -> dict[str, Any]:
     try:
         row = await rules.version_of(session, rule_id, version)
@@ -331,10 +335,10 @@ async def start_test_run(
         raise _rule_error(exc) from exc
     if rule.status == "archived":
         raise Conflict("an archived rule cannot be tested")
-    if rule.trigger_event != "cart.abandoned":
-        raise Conflict(f"test runs cover cart.abandoned rules; this one is {rule.trigger_event}")
     if await session.get(Customer, body.customer_id) is None:
         raise NotFound(f"no customer {body.customer_id!r}: send an event for them first")
+    if rule.trigger_event != "cart.abandoned":
+        return await _start_lifecycle_test(rule, body, settings, temporal)
     definition = RuleDefinition.model_validate(
         (await rules.version_of(session, rule_id, rule.version)).definition
     )
@@ -359,7 +363,7 @@ async def start_test_run(
     start = StartCartInput(
         cart_id=cart_id,
         customer_id=body.customer_id,
-        idle_after=definition.trigger.after,
+        idle_after=definition.trigger.idle_after,
         expire_after=settings.cart_expire_after,
         test_rule=rule_id,
         time_scale=body.speed,
@@ -392,3 +396,47 @@ async def start_test_run(
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not start the test run: {exc.message}") from exc
     return TestOut(workflow_id=workflow_id, cart_id=cart_id)
+
+
+def _sample_trigger_context(trigger: str) -> tuple[dict[str, Any], str | None]:
+    """What a journey of this trigger is started with, from the preview samples."""
+    if trigger in ("order.placed", "order.delivered"):
+        return {"order": SAMPLES["order"]}, None
+    if trigger in ("product.back_in_stock", "product.price_dropped", "back_in_stock.subscribed"):
+        return {"product": SAMPLES["product"]}, None
+    if trigger == "replenishment_due":
+        return {"product": SAMPLES["product"]}, SAMPLES["product"]["sku"]
+    return {}, None
+
+
+async def _start_lifecycle_test(rule: Rule, body: TestIn, settings: Any, temporal: Any) -> TestOut:
+    context, sku = _sample_trigger_context(rule.trigger_event)
+    journey = LifecycleInput(
+        rule_id=rule.id,
+        customer_id=body.customer_id,
+        key=f"test-{uuid.uuid4().hex[:10]}",
+        trigger=rule.trigger_event,
+        context=context,
+        triggered_at=datetime.now(UTC),
+        sku=sku,
+        time_scale=body.speed,
+        test=True,
+    )
+    try:
+        await temporal.start_workflow(
+            LIFECYCLE_WORKFLOW,
+            journey,
+            id=journey.workflow_id,
+            task_queue=settings.temporal_task_queue,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.CUSTOMER_ID, body.customer_id),
+                    SearchAttributePair(sa.RULE_ID, rule.id),
+                ]
+            ),
+            static_summary=f"Test run of rule {rule.id} for customer {body.customer_id}",
+            rpc_timeout=timedelta(seconds=5),
+        )
+    except RPCError as exc:
+        raise ServiceUnavailable(f"Temporal did not start the test run: {exc.message}") from exc
+    return TestOut(workflow_id=journey.workflow_id)

@@ -19,6 +19,7 @@ from api.errors import NotFound, Unprocessable, documented
 from contracts.fields import LocaleTag
 from contracts.messages import CHANNELS, Channel, Kind
 from db.models import TemplateOverride
+from services import audit
 from services.api_keys import Principal
 from services.templates import (
     BASE_CONTEXT,
@@ -236,10 +237,15 @@ async def put_template(
             row.content, row.kind, row.context = data, kind, list(context)
             row.version += 1
             row.updated_by = principal.key_id
+    audit.record(session, principal, "template", name, "put", _variants(kind, contents))
     await session.flush()
     described = await _describe(session, renderer, name)
     assert described is not None
     return described
+
+
+def _variants(kind: str, contents: list[tuple[Channel, str, dict[str, Any]]]) -> dict[str, Any]:
+    return {"kind": kind, "channels": sorted(f"{c}/{locale}" for c, locale, _ in contents)}
 
 
 def _kind_and_context(
@@ -306,11 +312,12 @@ def _problem(channel: str, locale: str, part: str, exc: TemplateError) -> dict[s
     responses=documented(401, 403, 404),
 )
 async def revert_template(
-    name: TemplateName, request: Request, session: SessionDep, _: Writer
+    name: TemplateName, request: Request, session: SessionDep, principal: Writer
 ) -> TemplateOut:
     result = await session.execute(delete(TemplateOverride).where(TemplateOverride.name == name))
     if not result.rowcount:  # type: ignore[attr-defined]
         raise NotFound(f"template {name!r} has no stored version")
+    audit.record(session, principal, "template", name, "delete")
     described = await _describe(session, _renderer(request), name)
     if described is None:
         raise NotFound(f"template {name!r} is gone: it had no shipped default")

@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import time, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.payment_policy import PaymentPolicy
 
 # Only ever accepted outside production: it lets `make run` work with nothing configured.
 DEV_SECRET_KEY = "sutra-development-only-secret-key-change-me"
+
+
+def parse_payload_keys(spec: str) -> list[tuple[str, bytes]]:
+    """``"kid1:base64key,kid2:base64key"`` -> [(kid, key)]; the first encrypts, all decrypt.
+
+    Keys are AES keys of 16, 24 or 32 bytes, base64 (standard or URL-safe alphabet).
+    """
+    keys: list[tuple[str, bytes]] = []
+    for n, entry in enumerate((e.strip() for e in spec.split(",")), start=1):
+        if not entry:
+            continue
+        kid, sep, encoded = entry.partition(":")
+        kid, encoded = kid.strip(), encoded.strip()
+        if not sep or not kid or not encoded:
+            raise ValueError(
+                f"SUTRA_PAYLOAD_KEYS entry {n} must be 'key-id:base64-key' "
+                "(e.g. 'k2025:<32 bytes in base64>')"
+            )
+        if any(kid == seen for seen, _ in keys):
+            raise ValueError(f"SUTRA_PAYLOAD_KEYS names key id {kid!r} twice")
+        normal = encoded.replace("-", "+").replace("_", "/")
+        try:
+            key = base64.b64decode(normal + "=" * (-len(normal) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"SUTRA_PAYLOAD_KEYS key {kid!r} is not valid base64") from None
+        if len(key) not in (16, 24, 32):
+            raise ValueError(
+                f"SUTRA_PAYLOAD_KEYS key {kid!r} is {len(key)} bytes; AES-GCM keys are "
+                "16, 24 or 32 bytes (make one with: openssl rand -base64 32)"
+            )
+        keys.append((kid, key))
+    if not keys:
+        raise ValueError("SUTRA_PAYLOAD_KEYS is set but holds no key")
+    return keys
 
 
 class Environment(StrEnum):
@@ -62,9 +98,21 @@ class Settings(BaseSettings):
 
     bootstrap_admin_key: SecretStr | None = None
 
+    # Encryption of Temporal payloads (customer data): "kid1:base64key,kid2:base64key",
+    # the first key encrypts, every key decrypts (rotation: put the new key first).
+    payload_keys: SecretStr | None = None
+    # The Temporal UI's origin (or several, comma-separated), allowed (CORS) to call the
+    # codec endpoint /codec/decode.
+    temporal_ui_origin: str = "http://127.0.0.1:8233"
+
     # Event intake and routing.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=500, ge=1)
+    # Requests per minute per API key (per client IP for requests without a known key),
+    # and how many may come at once: a token bucket shared by every API process through
+    # PostgreSQL. 0 turns the limit off. Provider webhooks and probes are not limited.
+    rate_limit_per_minute: int = Field(default=12_000, ge=0)
+    rate_limit_burst: int = Field(default=2_000, ge=1)
     dispatcher_enabled: bool = True
     dispatcher_poll_interval: timedelta = timedelta(seconds=1)
     dispatcher_batch_size: int = Field(default=500, ge=1)
@@ -75,6 +123,13 @@ class Settings(BaseSettings):
     # Journeys.
     cart_idle_after: timedelta = timedelta(hours=1)
     cart_expire_after: timedelta = timedelta(days=30)
+    # Product fan-outs (back in stock, price drop): audience page size and journeys started
+    # per second, so one popular product cannot flood the providers or the worker.
+    fanout_batch_size: int = Field(default=200, gt=0)
+    fanout_rate_per_second: float = Field(default=50.0, gt=0)
+    # How often the time-trigger Schedule sweeps for due birthdays, anniversaries, win-backs
+    # and replenishments (hourly reaches every zone's local hour); 0 removes the Schedule.
+    time_trigger_sweep_every: timedelta = timedelta(hours=1)
 
     # Where customers and providers reach this API (links, webhooks, signature checks).
     public_url: str = "http://127.0.0.1:8000"
@@ -130,6 +185,20 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     # Channels a production install deliberately runs on the outbox (e.g. "sms,whatsapp").
     outbox_channels: str = ""
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            parse_payload_keys(value.get_secret_value())
+            return value
+        return None
+
+    @property
+    def payload_key_list(self) -> list[tuple[str, bytes]]:
+        if self.payload_keys is None:
+            return []
+        return parse_payload_keys(self.payload_keys.get_secret_value())
 
     @property
     def is_production(self) -> bool:
@@ -191,6 +260,8 @@ class Settings(BaseSettings):
             missing.append("SUTRA_SECRET_KEY (at least 32 characters)")
         if not self.database_url:
             missing.append("DATABASE_URL")
+        if self.payload_keys is None:
+            missing.append("SUTRA_PAYLOAD_KEYS")
         if self.temporal_tls_cert_path and not self.temporal_tls_key_path:
             missing.append("SUTRA_TEMPORAL_TLS_KEY_PATH")
         for channel, needed in self._channel_secrets().items():

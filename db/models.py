@@ -511,11 +511,7 @@ class JourneyEntry(Base):
             text("coalesce(run_id, '')"),
             unique=True,
         ),
-        Index(
-            "ix_journey_entries_customer_open",
-            "customer_id",
-            postgresql_where=text("exited_at IS NULL"),
-        ),
+        Index("ix_journey_entries_customer_id_exited_at", "customer_id", "exited_at"),
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
     )
 
@@ -618,6 +614,7 @@ class ProductPurchase(Base):
 
     __table_args__ = (
         Index("ix_product_purchases_customer_sku", "customer_id", "sku"),
+        Index("ix_product_purchases_sku", "sku"),
         Index(
             "ix_product_purchases_replenish_due",
             "replenish_due_at",
@@ -748,3 +745,32 @@ class Experiment(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The figures the verdict was made on: per variant n, conversions, p-value.
     result: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+
+class AuditEntry(Base):
+    """Who changed what, and when: rules, templates, API keys, orders, customers."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    actor: Mapped[str | None] = mapped_column(String(200))
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    entity: Mapped[str] = mapped_column(String(32))  # rule | template | api_key | order | customer
+    entity_id: Mapped[str] = mapped_column(String(400))
+    action: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+    __table_args__ = (Index("ix_audit_log_entity_entity_id_at", "entity", "entity_id", "at"),)
+
+
+class RateLimitBucket(Base):
+    """One API key's (or client IP's) token bucket, as GCRA's theoretical arrival time:
+    the bucket is full when ``tat`` is in the past. Unlogged: a crash forgets the limits,
+    which costs nothing, and no write goes to the WAL."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -9,6 +9,7 @@ with it if it is killed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from contracts import search_attributes
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli
-from embedded.defaults import install_default_rules
+from embedded.defaults import ensure_codec_key, install_default_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -118,7 +119,38 @@ class Stack:
             self.env["SUTRA_BOOTSTRAP_ADMIN_KEY"] = key
         return key
 
-    def temporal(self) -> str:
+    def payload_keys(self) -> str:
+        """The key that encrypts Temporal payloads (customer data); kept in var/ like the
+        admin key, because var/temporal.db is unreadable without it."""
+        keys = self.env.get("SUTRA_PAYLOAD_KEYS")
+        if not keys:
+            path = self.var / "payload-keys"
+            if path.exists():
+                keys = path.read_text().strip()
+            else:
+                keys = "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode()
+                path.write_text(keys + "\n")
+                path.chmod(0o600)
+            self.env["SUTRA_PAYLOAD_KEYS"] = keys
+        return keys
+
+    def codec_key(self, database_url: str) -> str:
+        """An ops-only API key for the development UI's codec calls: the UI cannot send an
+        Authorization header, so the key is part of the codec URL (development only)."""
+        path = self.var / "codec-key"
+        if path.exists():
+            key = path.read_text().strip()
+        else:
+            key = "sutra_codec_" + secrets.token_urlsafe(24)
+            path.write_text(key + "\n")
+            path.chmod(0o600)
+        ensure_codec_key(database_url, key)
+        return key
+
+    def codec_endpoint(self, key: str) -> str:
+        return f"http://{self.api_host}:{self.api_port}/codec/k/{key}"
+
+    def temporal(self, codec_endpoint: str | None = None) -> str:
         address = self.env.get("SUTRA_TEMPORAL_ADDRESS")
         if address:
             self.log(f"Temporal: using {address}")
@@ -145,6 +177,7 @@ class Stack:
                 str(self.var / "temporal.db"),
                 "--log-level",
                 "error",
+                *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
                 *search_attributes.dev_server_args(),
             ],
         )
@@ -157,6 +190,10 @@ class Stack:
         address = f"127.0.0.1:{self.temporal_port}"
         self.env["SUTRA_TEMPORAL_ADDRESS"] = address
         self.env.setdefault("SUTRA_TEMPORAL_UI_URL", f"http://127.0.0.1:{self.ui_port}")
+        self.env.setdefault(
+            "SUTRA_TEMPORAL_UI_ORIGIN",
+            f"http://127.0.0.1:{self.ui_port},http://localhost:{self.ui_port}",
+        )
         return address
 
     def start(self) -> None:
@@ -168,7 +205,8 @@ class Stack:
         if installed:
             self.log(f"installed the default abandoned-cart rule ({installed}), active")
         key = self.admin_key()
-        self.temporal()
+        self.payload_keys()
+        self.temporal(codec_endpoint=self.codec_endpoint(self.codec_key(database_url)))
         self.log("starting the worker")
         self.spawn("worker", [sys.executable, "worker.py"])
         self.log("starting the API")

@@ -10,6 +10,7 @@ message) or waited for the provider's own report (SendGrid's event webhook).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class Messaging:
                 row = self._new_row(input)
                 session.add(row)
             ambiguous = row.status == "sending"
+            last_call = _provider_call_at(row)
             if not ambiguous:
                 if customer is None:
                     decision: _Go | _Defer | _Suppress = _Suppress(None, "unknown customer")
@@ -157,6 +159,7 @@ class Messaging:
                 self._fill(row, decision)
                 row.status, row.reason, row.deferred_until = "sending", None, None
                 row.sending_started_at = now
+                row.details = {**(row.details or {}), _CALL_AT: now.isoformat()}
             row.provider_attempts += 1
             outgoing = self._outgoing(row)
             adapter = self.adapters[outgoing.channel]
@@ -165,9 +168,12 @@ class Messaging:
             message_id = row.id
         # Committed: the ledger holds the message before any provider sees it.
         if ambiguous:
-            receipt = await self._reconcile(adapter, outgoing, message_id, started, now)
+            receipt = await self._reconcile(
+                adapter, outgoing, message_id, started, last_call or started, now
+            )
             if receipt is not None:
                 return await self._record_sent(message_id, receipt.provider_message_id, now)
+            await self._note_call(message_id, now)  # calling again: the clock restarts
         try:
             receipt = await adapter.send(outgoing)
         except PermanentSendError as exc:
@@ -389,11 +395,19 @@ class Messaging:
         outgoing: OutgoingMessage,
         message_id: Any,
         started: datetime,
+        last_call: datetime,
         now: datetime,
     ) -> Receipt | None:
         """An earlier attempt started a provider call and vanished. Did the provider get it?"""
         if adapter.can_look_up:
             receipt = await adapter.find_sent(outgoing, since=started)
+            # A call that timed out on our side may still be on its way into the provider
+            # (queued, slow): "not found" only means "not sent" once it cannot land anymore.
+            settle = self.settings.provider_timeout * 3
+            waited = now - last_call
+            if receipt is None and waited < settle:
+                await asyncio.sleep((settle - waited).total_seconds())
+                receipt = await adapter.find_sent(outgoing, since=started)
             log.info("send of %s was cut off; provider has it: %s", message_id, bool(receipt))
             return receipt
         if adapter.provider == "outbox":
@@ -449,11 +463,27 @@ class Messaging:
                 )
             return _result(row)
 
+    async def _note_call(self, message_id: Any, now: datetime) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            row = await session.get(Message, message_id, with_for_update=True)
+            if row is not None:
+                row.details = {**(row.details or {}), _CALL_AT: now.isoformat()}
+
     async def _mark(self, message_id: Any, *, status: str, error_code: str | None) -> None:
         async with self.sessionmaker() as session, session.begin():
             row = await session.get(Message, message_id, with_for_update=True)
             if row is not None and row.status == "sending":
                 row.status, row.error_code = status, error_code
+
+
+# When the latest provider call of a message began (details): a cut-off call younger than a
+# few provider timeouts may still land, so a lookup that misses it proves nothing yet.
+_CALL_AT = "provider_call_at"
+
+
+def _provider_call_at(row: Message) -> datetime | None:
+    value = (row.details or {}).get(_CALL_AT)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _result(row: Message) -> SendMessageResult:

@@ -9,14 +9,17 @@ string in a customer's inbox.
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Literal
 
 from babel import Locale, UnknownLocaleError
@@ -28,11 +31,14 @@ from jinja2 import (
     Template,
     TemplateNotFound,
     TemplateSyntaxError,
+    Undefined,
     UndefinedError,
     meta,
     nodes,
     pass_context,
 )
+from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.filters import do_format, do_indent, do_slice
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -56,6 +62,21 @@ BASE_CONTEXT = (
 )
 _RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ps", "sd", "ug", "ur", "yi"})
 MAX_OUTPUT_CHARS = 500_000
+# A render that takes longer is stopped: loops over loops, runaway macros.
+MAX_RENDER_SECONDS = 2.0
+# Largest number `**` may build, in bits (a 20-digit number is 67 bits).
+MAX_POWER_BITS = 4096
+# A field width or precision of 7+ digits pads a string towards gigabytes.
+_HUGE_WIDTH = re.compile(
+    r"%[-#0 +]*(?:\*|\d{7,})|%[-#0 +]*\d*\.(?:\*|\d{7,})|\{[^{}]*:[^{}]*\d{7,}"
+)
+# How Python shows an object that is not data (what `|string`, `|format` or `~` make of a
+# function or class): never in a message, it shows the server's internals.
+_PYTHON_REPR = re.compile(
+    r"<(?:class|function|built-in|bound method|method|module|generator|coroutine|cell) "
+    r"| object at 0x[0-9a-fA-F]+"
+)
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
 
 class TemplateError(Exception):
@@ -198,16 +219,129 @@ def _zone(name: str) -> Any:
     return ZoneInfo(name)
 
 
+class RenderTimeout(Exception):
+    """A render ran past MAX_RENDER_SECONDS."""
+
+
+def _refuse_huge_width(spec: Any) -> None:
+    if isinstance(spec, str) and _HUGE_WIDTH.search(spec):
+        raise SecurityError("a field width or precision that large is not allowed")
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | list | tuple) else None
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox: no attribute starting with ``_``, no mutation of what is passed in,
-    no ``range`` beyond 100,000 items (Jinja's own limits), and nothing of the server's."""
+    no ``range`` beyond 100,000 items (Jinja's own limits), nothing of the server's, and
+    no string, list or number built bigger than any message could be."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Context values are plain mappings: `cart.items` means the cart's items, not
         # dict.items.
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            _refuse_huge_width(obj)
         return super().getattr(obj, attribute)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(getattr(__obj, "__self__", None), str)
+            and getattr(__obj, "__name__", None) in _PADDING_METHODS
+            and any(isinstance(a, int) and a > MAX_OUTPUT_CHARS for a in args)
+        ):
+            raise SecurityError(f"padding to more than {MAX_OUTPUT_CHARS} characters")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                size = _sized(seq)
+                if size is not None and isinstance(times, int) and size * times > MAX_OUTPUT_CHARS:
+                    raise SecurityError(f"'*' would build more than {MAX_OUTPUT_CHARS} items")
+        elif operator == "**":
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and abs(left) > 1
+                and right * abs(left).bit_length() > MAX_POWER_BITS
+            ):
+                raise SecurityError("'**' would build a number too large to print")
+        elif operator == "%":
+            _refuse_huge_width(left)
+        return super().call_binop(context, operator, left, right)
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> str:
+    _refuse_huge_width(value)
+    return do_format(value, *args, **kwargs)
+
+
+def _center(value: Any, width: int = 80) -> str:
+    if width > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"padding to more than {MAX_OUTPUT_CHARS} characters")
+    return str(value).center(width)
+
+
+def _indent(value: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    if (isinstance(width, int) and width > MAX_OUTPUT_CHARS) or len(str(width)) > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"indenting by more than {MAX_OUTPUT_CHARS} characters")
+    return do_indent(value, width, first, blank)
+
+
+MAX_SLICES = 1000
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Any:
+    # slice(n) builds n lists in a loop the render deadline cannot interrupt.
+    if isinstance(slices, int) and slices > MAX_SLICES:
+        raise SecurityError(f"slicing into more than {MAX_SLICES} parts")
+    return do_slice(value, slices, fill_with)
+
+
+_DATA = (str, int, float, Decimal, date, datetime, type(None))
+
+
+def _is_data(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _DATA):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, Mapping):
+        return all(_is_data(k, depth + 1) and _is_data(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_data(v, depth + 1) for v in value)
+    return False
+
+
+def _printable(value: Any) -> Any:
+    """What ``{{ ... }}`` may print: data, never a function, class or other Python object
+    (their text shows the server's internals)."""
+    if isinstance(value, Undefined) or _is_data(value):
+        return value
+    raise SecurityError(f"a {type(value).__name__} cannot be printed, only text and numbers")
+
+
+def _deadline_tracer(deadline: float) -> Callable[..., Any]:
+    """A trace function that stops the render once ``deadline`` has passed: checked on
+    every call (filters, macros, generators resuming) and every line of template code."""
+
+    def on_line(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise RenderTimeout
+        return on_line
+
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise RenderTimeout
+        name = frame.f_code.co_filename
+        return on_line if name == "<template>" or name.endswith(".j2") else None
+
+    return on_call
 
 
 def _autoescape(name: str | None) -> bool:
@@ -239,8 +373,19 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            finalize=_printable,
         )
-        self.env.filters.update(money=_money, datetime=_datetime, date=_date)
+        self.env.filters.update(
+            money=_money,
+            datetime=_datetime,
+            date=_date,
+            format=_format,
+            center=_center,
+            indent=_indent,
+            slice=_slice,
+        )
+        # lipsum(n) loops in Python for as long as n says; no message needs lorem ipsum.
+        self.env.globals.pop("lipsum", None)
 
     @cached_property
     def catalog(self) -> dict[str, CatalogEntry]:
@@ -373,18 +518,37 @@ class Renderer:
             ) from exc
 
     def _run(self, template: Template, context: Mapping[str, Any], where: str) -> str:
+        previous = sys.gettrace()
+        sys.settrace(_deadline_tracer(time.monotonic() + MAX_RENDER_SECONDS))
         try:
             text = template.render(context)
+        except RenderTimeout as exc:
+            raise TemplateError(
+                f"took longer than {MAX_RENDER_SECONDS:g} s to render", where=where
+            ) from exc
         except SecurityError as exc:
             line = _line_of(exc.__traceback__)
             raise TemplateError(f"not allowed: {exc}", where=where, line=line) from exc
         except UndefinedError as exc:
             line = _line_of(exc.__traceback__)
             raise TemplateError(exc.message or "undefined", where=where, line=line) from exc
-        except (ValueError, TypeError, ArithmeticError) as exc:
+        except TemplateNotFound as exc:
+            raise TemplateError(f"no template {exc.name!r}", where=where) from exc
+        except JinjaError as exc:
+            line = _line_of(exc.__traceback__)
+            raise TemplateError(exc.message or "error", where=where, line=line) from exc
+        except RecursionError as exc:
+            raise TemplateError("nested too deeply", where=where) from exc
+        except (ValueError, TypeError, ArithmeticError, LookupError, AttributeError) as exc:
             raise TemplateError(str(exc), where=where, line=_line_of(exc.__traceback__)) from exc
+        finally:
+            sys.settrace(previous)
         if len(text) > MAX_OUTPUT_CHARS:
             raise TemplateError(f"output longer than {MAX_OUTPUT_CHARS} characters", where=where)
+        if _PYTHON_REPR.search(text):
+            raise TemplateError(
+                "not allowed: the output shows a Python object, not text", where=where
+            )
         return text.strip()
 
     def check_source(self, source: str, allowed: frozenset[str], where: str) -> None:
@@ -477,6 +641,8 @@ SAMPLES: dict[str, Any] = {
         "url": "https://shop.example.com/p/sku9",
         "image_url": "https://shop.example.com/i/sku9.jpg",
         "price": "3200.00",
+        "old_price": "4000.00",
+        "new_price": "3200.00",
         "currency": "PKR",
     },
     "recommendations": [

@@ -11,11 +11,11 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig, RPCError, TLSConfig
 
 from config.settings import Settings
 from contracts import search_attributes
+from services.payload_codec import data_converter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ async def connect(
         namespace=settings.temporal_namespace,
         tls=tls,
         api_key=api_key,
-        data_converter=pydantic_data_converter,
+        # Pydantic contracts; encrypted when SUTRA_PAYLOAD_KEYS is set (customer data).
+        data_converter=data_converter(settings),
         lazy=lazy,
         retry_config=retry_config,
     )

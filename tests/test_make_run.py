@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts.carts import CartState
+from services.payload_codec import EncryptionCodec, converter_with
 from tests.conftest import free_port
 from tests.factories import eventually
 
@@ -88,8 +89,10 @@ def launch_env(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
-async def _cart_state(address: str, cart_id: str) -> CartState:
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+async def _cart_state(address: str, var: Path, cart_id: str) -> CartState:
+    # make run encrypts payloads with the key it generated: only its key reads the state.
+    codec = EncryptionCodec.from_spec((var / "payload-keys").read_text().strip())
+    client = await Client.connect(address, data_converter=converter_with(codec))
     return await client.get_workflow_handle(f"cart/{cart_id}").query("state", result_type=CartState)
 
 
@@ -126,7 +129,7 @@ async def test_make_run_starts_everything_and_ctrl_c_stops_it(launch_env):
         assert ui.status_code == 200
 
     cart_id = EXAMPLE["data"]["cart_id"]
-    state = await eventually(lambda: _cart_state(temporal, cart_id), what="the cart workflow")
+    state = await eventually(lambda: _cart_state(temporal, var, cart_id), what="the cart workflow")
     assert state.customer_id == "c_1"
     found = await eventually(lambda: _visible(temporal, cart_id), what="search attributes")
     assert found[0].id == f"cart/{cart_id}"
@@ -147,7 +150,7 @@ async def test_make_run_starts_everything_and_ctrl_c_stops_it(launch_env):
             )
         assert response.status_code == 200
         assert response.json()["status"] == "duplicate"
-        state = await eventually(lambda: _cart_state(temporal, cart_id), what="the workflow")
+        state = await eventually(lambda: _cart_state(temporal, var, cart_id), what="the workflow")
         assert state.status == "abandoned"
     finally:
         assert again.interrupt() == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from pydantic import ValidationError
 
@@ -52,6 +54,10 @@ def test_production_names_every_missing_secret(monkeypatch: pytest.MonkeyPatch):
     assert message.startswith("refusing to start in production")
 
 
+# Production encrypts Temporal payloads: one 32-byte key under id "k1".
+PAYLOAD_KEYS = "k1:" + base64.b64encode(b"k" * 32).decode()
+
+
 def test_production_starts_when_configured():
     settings = Settings(
         env="production",
@@ -63,6 +69,7 @@ def test_production_starts_when_configured():
         twilio_auth_token="t",
         twilio_sms_from="+15005550006",
         email_from="orders@shop.example",
+        payload_keys=PAYLOAD_KEYS,
     )
 
     assert settings.is_production
@@ -78,6 +85,7 @@ def test_production_may_run_a_channel_on_the_outbox_only_when_told_to():
         sendgrid_webhook_public_key="pk",
         email_from="orders@shop.example",
         outbox_channels="sms,whatsapp",
+        payload_keys=PAYLOAD_KEYS,
     )
 
     assert settings.outbox_channels == "sms,whatsapp"

@@ -1,0 +1,449 @@
+"""Real processes for the fault tests: a Temporal dev server on a database file that can be
+stopped and started again, the API under uvicorn, the worker, and a TCP proxy in front of
+PostgreSQL that can cut every connection and refuse new ones.
+
+Every helper can be stopped more than once and is stopped by the ``Processes`` registry
+the tests use, failed test or not; output goes to log files in a temporary folder so a
+failure can show the end of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from contracts import search_attributes
+from embedded.binaries import temporal_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class _Process:
+    """A child process with its output in ``log``; ``kill`` is SIGKILL, ``stop`` is polite."""
+
+    name = "process"
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.starts += 1
+        with open(self.log, "ab") as out:
+            out.write(f"\n==== start #{self.starts}: {' '.join(argv)}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: a kill reaches its children too
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _check_alive(self) -> None:
+        if not self.running:
+            raise AssertionError(f"{self.name} exited while starting:\n{_tail(self.log)}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing, exactly like a crash or an OOM kill."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL if it has not gone within ``timeout``."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def tail(self, lines: int = 40) -> str:
+        return _tail(self.log, lines)
+
+
+class DevServer(_Process):
+    """``temporal server start-dev`` keeping its history in ``db_file``: stopped and started
+    again on the same file, sleeping workflows and pending tasks are still there."""
+
+    name = "Temporal dev server"
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        super().__init__(folder / "temporal.log")
+        self.db_file = folder / "temporal.db"
+        self.port = port or free_port()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self._spawn(
+            [
+                temporal_cli(),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--headless",
+                "--db-filename",
+                str(self.db_file),
+                "--log-level",
+                "error",
+                *search_attributes.dev_server_args(),
+            ]
+        )
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{self.name} did not listen:\n{self.tail()}")
+            time.sleep(0.1)
+
+    async def ready(self, within: float = 60) -> None:
+        """Wait until the frontend answers and the namespace is usable."""
+        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+        from temporalio.client import Client
+
+        deadline = time.monotonic() + within
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            try:
+                client = await Client.connect(self.address)
+                await client.workflow_service.describe_namespace(
+                    DescribeNamespaceRequest(namespace="default")
+                )
+                return
+            except Exception as exc:
+                last = exc
+                await asyncio.sleep(0.3)
+        raise AssertionError(f"{self.name} not ready: {last!r}\n{self.tail()}")
+
+
+def sutra_env(
+    database_url: str, temporal_address: str, task_queue: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a Sutra process: this one's minus its SUTRA_ settings, plus these."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUTRA_")}
+    env.update(
+        DATABASE_URL=database_url,
+        SUTRA_ENV="test",
+        SUTRA_TEMPORAL_ADDRESS=temporal_address,
+        SUTRA_TEMPORAL_TASK_QUEUE=task_queue,
+        SUTRA_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess(_Process):
+    """``python -m tests.worker_process``: the production worker wiring, from ``env``."""
+
+    name = "worker"
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        super().__init__(folder / "worker.log")
+        self.env = env
+
+    def start(self, timeout: float = 90) -> None:
+        size = self.log.stat().st_size if self.log.exists() else 0
+        self._spawn([sys.executable, "-m", "tests.worker_process"], self.env)
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log, "rb") as out:
+                out.seek(size)
+                if b"worker ready" in out.read():
+                    return
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{self.name} did not start:\n{self.tail()}")
+            time.sleep(0.1)
+
+
+class ApiProcess(_Process):
+    """The API as production runs it: ``uvicorn --factory api.app:create_app``, dispatcher
+    included (``SUTRA_DISPATCHER_ENABLED`` defaults to on)."""
+
+    name = "API"
+
+    def __init__(self, folder: Path, env: dict[str, str], port: int | None = None) -> None:
+        super().__init__(folder / "api.log")
+        self.env = env
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> None:
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{self.name} did not start:\n{self.tail()}")
+            time.sleep(0.1)
+
+
+class Processes:
+    """Everything a test started, killed at the end whatever happened."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+
+    def add(self, thing: Any) -> Any:
+        self.started.append(thing)
+        return thing
+
+    def cleanup(self) -> None:
+        for thing in reversed(self.started):
+            with contextlib.suppress(Exception):
+                thing.kill()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"---- {p.name} ({p.log}):\n{p.tail()}" for p in self.started if isinstance(p, _Process)
+        )
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[Processes]:
+    registry = Processes()
+    try:
+        yield registry
+    except BaseException:
+        sys.stderr.write(registry.logs() + "\n")
+        raise
+    finally:
+        registry.cleanup()
+
+
+class TcpProxy:
+    """A TCP proxy in its own thread, in front of PostgreSQL: ``cut()`` closes every
+    connection through it and refuses new ones (the database is gone, as far as the client
+    can tell); ``restore()`` accepts again on the same port."""
+
+    name = "TCP proxy"
+
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+        self.target = (target_host, target_port)
+        self.port = port or free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+        self._thread.start()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def start(self) -> TcpProxy:
+        self._run(self._listen())
+        return self
+
+    def restore(self) -> None:
+        if self._server is None:
+            self._run(self._listen())
+
+    def cut(self) -> None:
+        self._run(self._close())
+
+    def kill(self) -> None:
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+        self._writers.clear()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._server is None:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.transport.abort()
+                self._writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+# --- the load the fault tests run, and what they check afterwards --------------------------
+
+
+def fast_cart_rule(prefix: str, wait: str = "PT2S") -> dict[str, Any]:
+    """An abandoned-cart rule for this test's customers only: idle 1 s, then three texts
+    ``wait`` apart (single-channel steps: no bounce watch holds the journey open)."""
+    return {
+        "name": f"Fault test carts {prefix}",
+        "priority": 1,
+        "trigger": {"event": "cart.abandoned", "after": "PT1S"},
+        "conditions": {"field": "customer.id", "op": "starts_with", "value": prefix},
+        "quiet_hours": None,
+        "steps": [
+            {"send": {"channels": ["sms"], "template": "cart_reminder_1"}},
+            {"wait": wait},
+            {
+                "send": {
+                    "channels": ["sms"],
+                    "template": "cart_reminder_2",
+                    "incentive": {"percent_off": 5, "expires_in": "P2D"},
+                }
+            },
+            {"wait": wait},
+            {"send": {"channels": ["sms"], "template": "cart_reminder_1"}},
+        ],
+        "exit": {"events": ["order.placed"], "order_scope": "cart"},
+        "reentry": {"policy": "every_time"},
+    }
+
+
+def fast_welcome_rule(prefix: str, wait: str = "PT2S") -> dict[str, Any]:
+    """A welcome series for this test's customers: an email, a wait, another email."""
+    return {
+        "name": f"Fault test welcome {prefix}",
+        "trigger": {"event": "customer.created"},
+        "conditions": {"field": "customer.id", "op": "starts_with", "value": prefix},
+        "quiet_hours": None,
+        "steps": [
+            {"send": {"channels": ["email"], "template": "welcome"}},
+            {"wait": wait},
+            {"send": {"channels": ["email"], "template": "welcome"}},
+        ],
+    }
+
+
+def phone_for(n: int) -> str:
+    return f"+92300{n:07d}"
+
+
+def ledger(database_url: str, customer_ids: list[str]) -> list[dict[str, Any]]:
+    """The ledger rows of these customers, straight from the database."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(
+            conn.execute(
+                'SELECT key, customer_id, channel, template, status, reason, provider, "to",'
+                " provider_message_id, provider_attempts, workflow_id, order_id,"
+                " sending_started_at, sent_at"
+                " FROM messages WHERE customer_id = ANY(%s) ORDER BY created_at",
+                (customer_ids,),
+            )
+        )
+
+
+def terminate_backends(admin_url: str, database: str) -> int:
+    """Drop every connection to ``database`` (what a failover or a network cut does)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)

@@ -1,0 +1,657 @@
+"""Record the workflow histories under ``tests/histories/`` that ``tests/test_replay.py``
+replays against today's workflow code.
+
+Each scenario drives the real workflows on Temporal's time-skipping server, with the
+production worker (``worker.build_worker``) and a PostgreSQL database of its own, exactly
+as the tests do: events go in through intake and the dispatcher's delivery
+(``tests/skipping_shop.py``), ops transitions as Updates, provider payments as the webhook
+handlers record them. The finished (or continued-as-new) history of each workflow is
+written as ``<type>_<scenario>.json`` (``WorkflowHistory.to_json()``).
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+        python -m tests.record_histories              # every missing history
+    python -m tests.record_histories --list           # the scenarios and their files
+    python -m tests.record_histories order_cod_cancelled  # one scenario (or file), if missing
+
+Existing files are never overwritten (``--overwrite`` exists for a history that was added
+in the same change and is not yet committed). A committed history is what workflows
+running in production look like: when one stops replaying, the code change is what has to
+give (``workflow.patched``), not the history. See "Changing workflow code" in
+CONTRIBUTING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+from config.settings import Environment, Settings
+from contracts import search_attributes, workflow_ids
+from contracts.events import EVENT_ADAPTER
+from contracts.rules import RuleDefinition
+from db.engine import create_engine, create_sessionmaker
+from db.migrate import upgrade
+from db.models import BackInStockSubscription, Customer, JourneyClaim, Message, TemplateOverride
+from embedded.binaries import temporal_test_server
+from services import rules
+from services.customers import upsert_from_events
+from services.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
+from tests.conftest import _admin_url, _plain, create_database, drop_database
+from tests.factories import cart_updated, customer, item, order_placed, uid
+from tests.order_shop import OrderShop
+from worker import build_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+# A history bigger than this is too long to read in a review; record a shorter scenario.
+MAX_BYTES = 300_000
+
+KARACHI = ZoneInfo("Asia/Karachi")
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+ACTOR = rules.Actor(key_id=None, name="record_histories")
+
+# Enough back-in-stock subscribers, one per page, to fill one fan-out run (50 pages) and
+# continue as new into a second.
+FANOUT_SUBSCRIBERS = 51
+
+
+class Recorder(OrderShop):
+    """A shop on the time-skipping server whose workflows' histories are kept."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.histories: dict[str, WorkflowHistory] = {}
+
+    async def keep(self, name: str, workflow_id: str, run_id: str | None = None) -> None:
+        handle = self.env.client.get_workflow_handle(workflow_id, run_id=run_id)
+        self.histories[name] = await handle.fetch_history()
+
+    async def finish(self, workflow_id: str) -> Any:
+        """Let the workflow run to its end, skipping time as far as it needs (only a handle
+        from ``start_workflow`` skips time by itself while awaiting its result)."""
+        handle = self.env.client.get_workflow_handle(workflow_id)
+        step = MINUTE
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            try:
+                await self.env.sleep(step)
+            except RPCError as error:  # busy workers: the skip took longer than the call
+                if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                    raise
+            step = min(2 * step, DAY)
+        return await handle.result()
+
+    async def at_local(self, hour: int) -> datetime:
+        """Skip to the next ``hour`` o'clock in Karachi: no send then falls in quiet hours."""
+        local = (await self.now()).astimezone(KARACHI)
+        target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+        if target <= local:
+            target += DAY
+        await self.env.sleep(target - local)
+        return await self.now()
+
+    async def rule(self, customer_ids: list[str], definition: dict[str, Any]) -> str:
+        """An active rule for these customers only (scenarios share one database)."""
+        definition = copy.deepcopy(definition)
+        definition.setdefault("name", f"recorded {definition['trigger']['event']}")
+        definition["conditions"] = {"field": "customer.id", "op": "in", "value": customer_ids}
+        async with self.sessionmaker() as session, session.begin():
+            rule, _ = await rules.create(
+                session, RuleDefinition.model_validate(definition), ACTOR, status="active"
+            )
+        return rule.id
+
+    async def archive(self, rule_id: str) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await rules.transition(session, rule_id, "archived", ACTOR)
+
+    async def cart(self, customer_id: str, cart_id: str | None = None, **values: Any) -> str:
+        cart_id = cart_id or uid("cart")
+        await self.send(
+            cart_updated(
+                cart_id, customer_id=customer_id, occurred_at=_iso(await self.now()), **values
+            )
+        )
+        return cart_id
+
+    async def cart_messages(self, cart_id: str) -> list[Message]:
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Message)
+                .where(Message.cart_id == cart_id, Message.status.in_(("sent", "delivered")))
+                .order_by(Message.sent_at, Message.channel)
+            )
+            return list(rows)
+
+    async def order(self, customer_id: str, *, cart_id: str | None = None, **data: Any) -> str:
+        event = order_placed(
+            cart_id=cart_id, customer_id=customer_id, occurred_at=_iso(await self.now())
+        )
+        event["customer"]["email"] = f"{customer_id}@example.com"
+        event["data"].update(data)
+        await self.send(event)
+        return str(event["data"]["order_id"])
+
+    async def claimed_journeys(self, rule_id: str) -> list[str]:
+        async with self.sessionmaker() as session:
+            ids = list(
+                await session.scalars(
+                    select(JourneyClaim.workflow_id).where(JourneyClaim.rule_id == rule_id)
+                )
+            )
+        self.workflows += ids
+        return ids
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _previous_run(history: WorkflowHistory) -> str:
+    """The run this one continued as new from."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id, "this run did not continue another"
+    return started.continued_execution_run_id
+
+
+async def _reachable_customer(shop: Recorder) -> str:
+    """A customer in Karachi who can be reached on every channel (a profile only, as
+    intake would write it: no workflow hears of it)."""
+    customer_id = uid("c")
+    event = cart_updated(customer_id=customer_id, items=[], email=f"{customer_id}@example.com")
+    async with shop.sessionmaker() as session, session.begin():
+        await upsert_from_events(session, [EVENT_ADAPTER.validate_python(event)])
+    return customer_id
+
+
+def _default_cart_rule() -> dict[str, Any]:
+    definition = copy.deepcopy(rules.DEFAULT_ABANDONED_CART)
+    definition["priority"] = 1
+    return definition
+
+
+# --- scenarios ----------------------------------------------------------------------------
+
+Scenario = Callable[[Recorder], Awaitable[None]]
+SCENARIOS: dict[str, tuple[tuple[str, ...], Scenario]] = {}
+
+
+def scenario(*names: str) -> Callable[[Scenario], Scenario]:
+    """Register a scenario by the history files it writes."""
+
+    def register(fn: Scenario) -> Scenario:
+        SCENARIOS[fn.__name__] = (names, fn)
+        return fn
+
+    return register
+
+
+@scenario("cart_default_sequence_expired")
+async def cart_default_sequence_expired(shop: Recorder) -> None:
+    """The default abandoned-cart rule to its end: email at 1 h, WhatsApp with 5 % off at
+    24 h, email and SMS with 10 % at 72 h, email with 15 % at 7 days (smaller codes
+    revoked), then the idle cart expires after 30 days."""
+    customer_id = await _reachable_customer(shop)
+    rule_id = await shop.rule([customer_id], _default_cart_rule())
+    await shop.at_local(10)
+    cart_id = await shop.cart(customer_id)
+    result = await shop.finish(workflow_ids.cart(cart_id))
+    assert result["status"] == "expired", result
+    assert len(await shop.cart_messages(cart_id)) == 5
+    await shop.keep("cart_default_sequence_expired", workflow_ids.cart(cart_id))
+    await shop.archive(rule_id)
+
+
+@scenario("cart_converted_by_order")
+async def cart_converted_by_order(shop: Recorder) -> None:
+    """Abandoned, reminded twice (the second with a coupon), then the customer orders with
+    that coupon: the cart converts and the order is credited to the second reminder."""
+    customer_id = await _reachable_customer(shop)
+    rule_id = await shop.rule([customer_id], _default_cart_rule())
+    await shop.at_local(10)
+    cart_id = await shop.cart(customer_id, items=[item("SKU1", 2, "4500.00")])
+    await shop.env.sleep(25 * HOUR)
+    [_, second] = await shop.cart_messages(cart_id)
+    assert second.coupon_code is not None
+    await shop.order(
+        customer_id,
+        cart_id=cart_id,
+        items=[item("SKU1", 2, "4500.00")],
+        total="8550.00",
+        coupon_code=second.coupon_code,
+    )
+    result = await shop.finish(workflow_ids.cart(cart_id))
+    assert result["status"] == "converted", result
+    await shop.keep("cart_converted_by_order", workflow_ids.cart(cart_id))
+    await shop.archive(rule_id)
+
+
+@scenario("cart_split_assigned")
+async def cart_split_assigned(shop: Recorder) -> None:
+    """A 50/50 split whose variant is recorded by the ``assign_variant`` activity (today's
+    code, behind the ``core_patch`` marker); the variant's message, then expiry."""
+    customer_id = await _reachable_customer(shop)
+    branch = [
+        {
+            "weight": 50,
+            "name": "a",
+            "steps": [{"send": {"channels": ["email"], "template": "cart_reminder_1"}}],
+        },
+        {
+            "weight": 50,
+            "name": "b",
+            "steps": [{"send": {"channels": ["sms"], "template": "cart_reminder_1"}}],
+        },
+    ]
+    rule_id = await shop.rule(
+        [customer_id],
+        {
+            "name": "Split reminder",
+            "trigger": {"event": "cart.abandoned", "after": "PT1H"},
+            "priority": 1,
+            "quiet_hours": None,
+            "steps": [{"split": branch}],
+        },
+    )
+    cart_id = await shop.cart(customer_id)
+    result = await shop.finish(workflow_ids.cart(cart_id))
+    assert result["status"] == "expired", result
+    assert len(await shop.cart_messages(cart_id)) == 1
+    await shop.keep("cart_split_assigned", workflow_ids.cart(cart_id))
+    await shop.archive(rule_id)
+
+
+@scenario("order_partial_cod_paid_after_reminders_delivered")
+async def order_partial_cod_paid_after_reminders_delivered(shop: Recorder) -> None:
+    """Partial COD: the upfront link, two reminders (15 min, 2 h), paid through the
+    provider, confirmed, packed and shipped by the shop's events, delivered by ops: the
+    rest collected in cash."""
+    order_id = await shop.place("partial_cod", currency="INR", total="2999.99")
+    await shop.env.sleep(2 * HOUR + MINUTE)
+    assert await shop.templates(order_id) == [
+        "cod_payment_request",
+        "cod_payment_reminder",
+        "cod_payment_reminder",
+    ]
+    await shop.provider_paid(order_id, payment_id="sbx_pay_upfront", provider="sandbox")
+    await shop.settle()
+    await shop.event("order.packed", order_id)
+    await shop.event("order.shipped", order_id, tracking_url="https://track.example/1")
+    await shop.settle()
+    await shop.transition(order_id, "delivered")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("delivered", "fully_paid"), result
+    await shop.keep(
+        "order_partial_cod_paid_after_reminders_delivered", workflow_ids.order(order_id)
+    )
+
+
+@scenario("order_partial_cod_cancelled_refunded")
+async def order_partial_cod_cancelled_refunded(shop: Recorder) -> None:
+    """Partial COD paid upfront through the provider, then cancelled by ops: the upfront
+    payment is refunded and the customer told."""
+    order_id = await shop.place("partial_cod", currency="INR", total="1000.00")
+    await shop.settle()
+    await shop.provider_paid(order_id, payment_id="sbx_pay_refund", provider="sandbox")
+    await shop.settle()
+    await shop.transition(order_id, "cancelled", reason="customer asked")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("cancelled", "refunded"), result
+    await shop.keep("order_partial_cod_cancelled_refunded", workflow_ids.order(order_id))
+
+
+@scenario("order_cod_cancelled")
+async def order_cod_cancelled(shop: Recorder) -> None:
+    """COD, confirmed at once, then cancelled by the shop's ``order.cancelled`` event."""
+    order_id = await shop.place("cod")
+    await shop.settle()
+    await shop.event("order.cancelled", order_id, reason="out of stock")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert result["status"] == "cancelled", result
+    await shop.keep("order_cod_cancelled", workflow_ids.order(order_id))
+
+
+@scenario("order_prepaid_delivered")
+async def order_prepaid_delivered(shop: Recorder) -> None:
+    """Prepaid: paid (``payment.captured``), then packed, shipped, out for delivery and
+    delivered by ops transitions."""
+    order_id = await shop.place("prepaid", currency="PKR", total="4500.00")
+    await shop.settle()
+    await shop.event(
+        "payment.captured", order_id, amount="4500.00", currency="PKR", payment_id="pay_x1"
+    )
+    await shop.settle()
+    for to in ("packed", "shipped", "out_for_delivery", "delivered"):
+        await shop.transition(order_id, to)
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("delivered", "fully_paid"), result
+    await shop.keep("order_prepaid_delivered", workflow_ids.order(order_id))
+
+
+WELCOME: dict[str, Any] = {
+    "trigger": {"event": "customer.created"},
+    "steps": [
+        {"send": {"channels": ["email"], "template": "welcome"}},
+        {"wait": "P2D"},
+        {"send": {"channels": ["email"], "template": "welcome"}},
+        {"wait": "P5D"},
+        {
+            "send": {
+                "channels": ["email"],
+                "template": "birthday",
+                "incentive": {"percent_off": 10, "expires_in": "P7D"},
+            }
+        },
+    ],
+    "exit": {"events": ["order.placed", "unsubscribed"], "order_scope": "customer"},
+    "reentry": {"policy": "once"},
+}
+
+
+@scenario("lifecycle_welcome_ended_by_order")
+async def lifecycle_welcome_ended_by_order(shop: Recorder) -> None:
+    """A welcome series: the first email, then the customer's first order on day 1 ends
+    it during its two-day wait, credited to that email."""
+    customer_id = uid("c")
+    rule_id = await shop.rule([customer_id], WELCOME)
+    await shop.at_local(10)
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            "data": {},
+        }
+    )
+    await shop.env.sleep(DAY)
+    order_id = await shop.order(customer_id)
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"], result["orders"]) == (
+        "ended",
+        "ordered",
+        [order_id],
+    ), result
+    await shop.keep("lifecycle_welcome_ended_by_order", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_post_purchase_completed")
+async def lifecycle_post_purchase_completed(shop: Recorder) -> None:
+    """Post-purchase on delivery: thanks, a review request at 3 days and again at 14; a new
+    order on day 5 does not end it but is credited to it when it completes."""
+    customer_id = await _reachable_customer(shop)
+    rule_id = await shop.rule(
+        [customer_id],
+        {
+            "trigger": {"event": "order.delivered"},
+            "steps": [
+                {"send": {"channels": ["email"], "template": "order_delivered"}},
+                {"wait": "P3D"},
+                {"send": {"channels": ["email"], "template": "review_request"}},
+                {"wait": "P11D"},
+                {"send": {"channels": ["email"], "template": "review_request"}},
+            ],
+            "exit": {"events": ["unsubscribed"]},
+        },
+    )
+    await shop.at_local(10)
+    order_id = await shop.order(customer_id, items=[item("SKU-TEA")])
+    await shop.env.sleep(DAY)
+    await shop.event("order.delivered", order_id)
+    await shop.env.sleep(5 * DAY)
+    await shop.order(customer_id)
+    workflow_id = workflow_ids.journey(rule_id, customer_id, order_id)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "completed"), result
+    await shop.keep("lifecycle_post_purchase_completed", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("sweep_birthdays_continued_as_new", "sweep_birthdays_last_run")
+async def sweep_birthdays(shop: Recorder) -> None:
+    """The hourly sweep over three customers whose birthday is today, one customer per
+    page and one page per run: the first run (targets, a page, continue-as-new) and the
+    last (the empty page, the experiments' judgement, done)."""
+    today = (await shop.now()).date()
+    ids = [f"bday_{uuid.uuid4().hex[:8]}_{n}" for n in range(3)]
+    async with shop.sessionmaker() as session, session.begin():
+        for customer_id in ids:
+            session.add(
+                Customer(
+                    id=customer_id,
+                    email=f"{customer_id}@example.com",
+                    name="Ayesha",
+                    locale="en",
+                    timezone="UTC",
+                    birthday=today.replace(
+                        year=1992 if (today.month, today.day) == (2, 29) else 1990
+                    ),
+                    consent_email=True,
+                    first_seen_at=await shop.now(),
+                )
+            )
+    rule_id = await shop.rule(
+        ids,
+        {
+            "trigger": {"event": "birthday", "at": "10:00"},
+            "steps": [{"send": {"channels": ["email"], "template": "birthday"}}],
+            "quiet_hours": None,
+            "attribution_window": "PT1H",
+        },
+    )
+    workflow_id = f"time-triggers/recorded-{uuid.uuid4().hex[:8]}"
+    handle = await shop.env.client.start_workflow(
+        SWEEP_WORKFLOW,
+        SweepInput(only_rules=[rule_id], limit=1, batches_per_run=1),
+        id=workflow_id,
+        task_queue=shop.settings.temporal_task_queue,
+        result_type=SweepTotals,
+    )
+    shop.workflows.append(workflow_id)
+    totals = await handle.result()
+    assert totals.started == 3, totals
+    assert len(await shop.claimed_journeys(rule_id)) == 3
+    assert handle.first_execution_run_id is not None
+    await shop.keep("sweep_birthdays_continued_as_new", workflow_id, handle.first_execution_run_id)
+    await shop.keep("sweep_birthdays_last_run", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("fanout_back_in_stock_continued_as_new", "fanout_back_in_stock_last_run")
+async def fanout_back_in_stock(shop: Recorder) -> None:
+    """A product back in stock for 51 subscribers, one per page with a rate pause after
+    each: 50 pages, continue-as-new, the last page and the end."""
+    sku = uid("SKU")
+    now = await shop.now()
+    ids = [f"bis_{uuid.uuid4().hex[:8]}_{n:02}" for n in range(FANOUT_SUBSCRIBERS)]
+    async with shop.sessionmaker() as session, session.begin():
+        for customer_id in ids:
+            session.add(
+                Customer(
+                    id=customer_id,
+                    email=f"{customer_id}@example.com",
+                    name="Ayesha",
+                    consent_email=True,
+                    first_seen_at=now - 2 * DAY,
+                )
+            )
+            session.add(
+                BackInStockSubscription(sku=sku, customer_id=customer_id, subscribed_at=now - DAY)
+            )
+    rule_id = await shop.rule(
+        ids,
+        {
+            "trigger": {"event": "product.back_in_stock"},
+            "steps": [{"send": {"channels": ["email"], "template": "back_in_stock"}}],
+            "quiet_hours": None,
+            "attribution_window": "PT1S",
+        },
+    )
+    event_id = uid("evt")
+    await shop.send(
+        {
+            "id": event_id,
+            "type": "product.back_in_stock",
+            "occurred_at": _iso(now),
+            "data": {"sku": sku, "name": "Lawn suit", "url": f"https://shop.example.com/p/{sku}"},
+        }
+    )
+    workflow_id = workflow_ids.fanout(event_id)
+    assert await shop.finish(workflow_id) == FANOUT_SUBSCRIBERS
+    await shop.keep("fanout_back_in_stock_last_run", workflow_id)
+    first = _previous_run(shop.histories["fanout_back_in_stock_last_run"])
+    await shop.keep("fanout_back_in_stock_continued_as_new", workflow_id, first)
+    for journey in ids:
+        shop.workflows.append(workflow_ids.journey(rule_id, journey, f"bis-{event_id}"))
+    await shop.archive(rule_id)
+
+
+# --- running them -------------------------------------------------------------------------
+
+
+async def _whatsapp_content_template(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """The shop's approved WhatsApp template for the default rule's step 2, so WhatsApp is
+    used outside the 24-hour window as in production."""
+    async with sessionmaker() as session, session.begin():
+        if await session.get(TemplateOverride, ("cart_reminder_2", "whatsapp", "en")) is None:
+            session.add(
+                TemplateOverride(
+                    name="cart_reminder_2",
+                    channel="whatsapp",
+                    locale="en",
+                    content={"content_sid": "HX" + "c3" * 16},
+                    kind="marketing",
+                    context=["cart", "coupon"],
+                )
+            )
+
+
+async def record(names: list[str], out: Path, *, overwrite: bool) -> list[Path]:
+    """Run the scenarios and write their histories; returns the files written."""
+
+    def missing(files: tuple[str, ...]) -> list[str]:
+        return [f for f in files if overwrite or not (out / f"{f}.json").exists()]
+
+    todo: list[tuple[str, list[str], Scenario]] = []
+    for name in names:
+        files, fn = SCENARIOS[name]
+        if missing(files):
+            todo.append((name, missing(files), fn))
+        else:
+            print(f"{name}: {', '.join(files)} already recorded; left as it is")
+    if not todo:
+        return []
+
+    admin, server = _admin_url()
+    admin = _plain(admin)
+    database = f"sutra_record_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin, database)
+    written: list[Path] = []
+    try:
+        upgrade(url)
+        env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=temporal_test_server(),
+            data_converter=pydantic_data_converter,
+        )
+        try:
+            await env.client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=env.client.namespace,
+                    search_attributes={
+                        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                        for key in search_attributes.ALL
+                    },
+                )
+            )
+            settings = Settings(
+                env=Environment.test,
+                database_url=url,
+                temporal_task_queue=f"record-{uuid.uuid4().hex[:8]}",
+                fanout_batch_size=1,
+            )
+            engine = create_engine(settings)
+            sessionmaker = create_sessionmaker(engine)
+            await _whatsapp_content_template(sessionmaker)
+            try:
+                async with build_worker(
+                    env.client, settings.temporal_task_queue, sessionmaker, settings
+                ):
+                    for name, wanted, fn in todo:
+                        shop = Recorder(env, settings, sessionmaker)
+                        began = time.monotonic()
+                        try:
+                            await fn(shop)
+                        finally:
+                            await shop.terminate_all()
+                        for file in wanted:
+                            written.append(_write(out / f"{file}.json", shop.histories[file]))
+                        took = time.monotonic() - began
+                        print(f"{name}: recorded {', '.join(wanted)} ({took:.0f} s)")
+            finally:
+                await engine.dispose()
+        finally:
+            await env.shutdown()
+    finally:
+        drop_database(admin, database)
+        if server is not None:
+            server.cleanup()
+    return written
+
+
+def _write(path: Path, history: WorkflowHistory) -> Path:
+    text = history.to_json()
+    if len(text.encode()) > MAX_BYTES:
+        raise SystemExit(f"{path.name}: {len(text.encode())} bytes; record a shorter scenario")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--out", type=Path, default=HISTORIES, help="where to write")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files (only for histories not yet committed)",
+    )
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (files, fn) in SCENARIOS.items():
+            print(f"{name}: {', '.join(f + '.json' for f in files)}")
+            print(f"    {' '.join((fn.__doc__ or '').split())}")
+        return
+    by_file = {f: name for name, (files, _) in SCENARIOS.items() for f in files}
+    chosen = [by_file.get(n.removesuffix(".json"), n) for n in args.scenarios]
+    unknown = [n for n in chosen if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; see --list")
+    asyncio.run(record(chosen or list(SCENARIOS), args.out, overwrite=args.overwrite))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main(sys.argv[1:])
