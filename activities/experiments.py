@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.clock import server_now
 from contracts.experiments import (
     ASSIGN_VARIANT,
     EVALUATE_EXPERIMENTS,
@@ -17,11 +17,6 @@ from contracts.experiments import (
     EvaluateExperimentsResult,
 )
 from services import experiments
-
-
-def _now() -> datetime:
-    # The server's clock for this attempt (the skipped-to time on the test server).
-    return max(activity.info().current_attempt_scheduled_time, datetime.now(UTC))
 
 
 class ExperimentActivities:
@@ -40,7 +35,7 @@ class ExperimentActivities:
     @activity.defn(name=EVALUATE_EXPERIMENTS)
     async def evaluate_experiments(self) -> EvaluateExperimentsResult:
         async with self._sessionmaker() as session, session.begin():
-            sweep = await experiments.evaluate_experiments(session, _now())
+            sweep = await experiments.evaluate_experiments(session, server_now())
         return EvaluateExperimentsResult(
             evaluated=sweep.evaluated,
             decided=[f"{e.rule_id}/v{e.rule_version}/{e.path}" for e in sweep.decided],

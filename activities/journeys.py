@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.clock import server_now
 from config.settings import Settings
 from contracts.journeys import (
     ATTRIBUTE_ORDER,
@@ -33,11 +33,6 @@ from contracts.journeys import (
 from services import attribution, coupons, customers, rules
 
 
-def _now() -> datetime:
-    # The server's clock for this attempt (the skipped-to time on the test server).
-    return max(activity.info().current_attempt_scheduled_time, datetime.now(UTC))
-
-
 class JourneyActivities:
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
@@ -54,7 +49,7 @@ class JourneyActivities:
                 workflow_id=input.workflow_id,
                 cart_id=input.cart_id,
                 context={**input.context, "customer": customer},
-                now=_now(),
+                now=server_now(),
                 only_rule=input.only_rule,
                 test=input.test,
             )
@@ -98,7 +93,7 @@ class JourneyActivities:
                 rule_id=input.rule_id,
                 rule_version=input.rule_version,
                 step=input.step,
-                now=_now(),
+                now=server_now(),
                 code=code,
                 source=input.source,
             )
@@ -109,17 +104,19 @@ class JourneyActivities:
     @activity.defn(name=REVOKE_COUPON)
     async def revoke_coupon(self, input: RevokeCouponInput) -> bool:
         async with self._sessionmaker() as session, session.begin():
-            return await coupons.revoke(session, input.code, input.reason, _now())
+            return await coupons.revoke(session, input.code, input.reason, server_now())
 
     @activity.defn(name=SUPERSEDE_COUPONS)
     async def supersede_coupons(self, code: str) -> int:
         async with self._sessionmaker() as session, session.begin():
-            return await coupons.supersede(session, code, _now())
+            return await coupons.supersede(session, code, server_now())
 
     @activity.defn(name=EXIT_JOURNEY)
     async def exit_journey(self, input: ExitJourneyInput) -> None:
         async with self._sessionmaker() as session, session.begin():
-            await rules.record_exit(session, input.workflow_id, input.rule_id, input.reason, _now())
+            await rules.record_exit(
+                session, input.workflow_id, input.rule_id, input.reason, server_now()
+            )
 
     @activity.defn(name=ATTRIBUTE_ORDER)
     async def attribute_order(self, input: AttributeOrderInput) -> AttributeOrderResult:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.journeys import _now as server_now
+from activities.clock import server_now
 from contracts.journeys import PinnedRule
 from contracts.lifecycle import ENTER_LIFECYCLE, EnterLifecycleInput, EnterLifecycleResult
 from services import customers, rules

@@ -4,7 +4,6 @@ telling the shop. Provider refusals that no retry can fix fail without retrying.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.clock import server_now
 from config.settings import Settings
 from contracts.orders import (
     CANCEL_PAYMENT_LINK,
@@ -32,10 +32,6 @@ from contracts.payment_policy import Line, quantize, upfront_split
 from payments.base import PaymentError, PaymentProvider
 from services import customers, shop_webhooks
 from services.payments import PaymentLedger
-
-
-def _now() -> datetime:
-    return max(activity.info().current_attempt_scheduled_time, datetime.now(UTC))
 
 
 def _refused(exc: PaymentError) -> ApplicationError:
@@ -101,7 +97,7 @@ class OrderActivities:
     @activity.defn(name=CANCEL_PAYMENT_LINK)
     async def cancel_payment_link(self, input: CancelLinkInput) -> CancelLinkResult:
         try:
-            return await self._ledger.cancel_link(input.reference, _now())
+            return await self._ledger.cancel_link(input.reference, server_now())
         except PaymentError as exc:
             if exc.permanent:
                 raise _refused(exc) from exc
