@@ -36,6 +36,7 @@ from temporalio.worker import Worker
 from activities.experiments import ExperimentActivities
 from activities.sweeps import SweepActivities
 from config.settings import Environment, Settings
+from contracts.lifecycle import LifecycleInput
 from contracts.rules import RuleDefinition
 from db.models import Customer, CustomerStats, JourneyClaim, Message, ProductPurchase
 from services import rules
@@ -567,6 +568,60 @@ async def test_win_back_starts_once_per_spell_and_every_order_restarts_the_clock
         assert started == 3
         handle = client.get_workflow_handle(f"journey/{rule_id}/{gone}/{spell(now + 2 * DAY)}")
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    finally:
+        await _archive(sessionmaker, rule_id)
+
+
+async def test_a_purchase_anniversary_is_found_on_its_local_day_once_a_year(
+    dev_server: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    client = dev_server.client
+    # 09:00 UTC on 5 March 1991 is 14:00 in Karachi: these customers' first orders are the
+    # only ones in the shared test database that old.
+    now = datetime(1991, 3, 5, 9, tzinfo=UTC)
+    due, tomorrow, too_new = (f"a{n}_{uuid.uuid4().hex[:8]}" for n in range(3))
+
+    def first_order(at: datetime) -> dict[str, Any]:
+        return {"first_order_at": at, "first_order_md": at.month * 100 + at.day}
+
+    async with sessionmaker() as session, session.begin():
+        for customer_id in (due, tomorrow, too_new):
+            session.add(
+                Customer(id=customer_id, timezone="Asia/Karachi", first_seen_at=now - 800 * DAY)
+            )
+        await session.flush()
+        session.add_all(
+            [
+                CustomerStats(customer_id=due, orders_count=3, **first_order(now - 730 * DAY)),
+                CustomerStats(customer_id=tomorrow, orders_count=1, **first_order(now - 729 * DAY)),
+                CustomerStats(customer_id=too_new, orders_count=1, **first_order(now - 30 * DAY)),
+            ]
+        )
+    rule_id = await _rule(
+        sessionmaker,
+        {
+            "trigger": {"event": "purchase_anniversary", "at": "10:00"},
+            "steps": [{"send": {"channels": ["email"], "template": "cart_reminder_1"}}],
+        },
+    )
+    ours = {due, tomorrow, too_new}
+    try:
+        async with _sweep_worker(client, task_queue, sessionmaker):
+            await _sweep(client, task_queue, only_rules=[rule_id], now=now)
+            await _sweep(client, task_queue, only_rules=[rule_id], now=now + HOUR)
+        claims = [c for c in await _claims(sessionmaker, rule_id) if c.customer_id in ours]
+        assert [(c.customer_id, c.occurrence) for c in claims] == [(due, "anniversary-1991")]
+        assert claims[0].started_at is not None
+        handle = client.get_workflow_handle(f"journey/{rule_id}/{due}/anniversary-1991")
+        started = (await handle.fetch_history()).events[0]
+        [journey] = await client.data_converter.decode(
+            started.workflow_execution_started_event_attributes.input.payloads, [LifecycleInput]
+        )
+        assert journey.context["occasion"]["years"] == 2
+        # 10:00 in Karachi on the anniversary, where the rule says "at": "10:00".
+        assert journey.triggered_at == datetime(1991, 3, 5, 5, tzinfo=UTC)
     finally:
         await _archive(sessionmaker, rule_id)
 
