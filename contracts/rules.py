@@ -41,7 +41,6 @@ PURCHASE_ANNIVERSARY = "purchase_anniversary"
 INACTIVITY = "inactivity"
 REPLENISHMENT_DUE = "replenishment_due"
 TIME_TRIGGERS = (BIRTHDAY, PURCHASE_ANNIVERSARY, INACTIVITY, REPLENISHMENT_DUE)
-TRIGGER_EVENTS = EVENT_TRIGGERS + TIME_TRIGGERS
 # Triggers whose journeys the fan-out sends to many customers at once (one per product).
 FANOUT_TRIGGERS = ("product.back_in_stock", "product.price_dropped")
 TriggerEvent = Literal[
