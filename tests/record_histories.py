@@ -33,7 +33,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -64,7 +63,6 @@ HISTORIES = Path(__file__).parent / "histories"
 # A history bigger than this is too long to read in a review; record a shorter scenario.
 MAX_BYTES = 300_000
 
-KARACHI = ZoneInfo("Asia/Karachi")
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -99,15 +97,6 @@ class Recorder(OrderShop):
                     raise
             step = min(2 * step, DAY)
         return await handle.result()
-
-    async def at_local(self, hour: int) -> datetime:
-        """Skip to the next ``hour`` o'clock in Karachi: no send then falls in quiet hours."""
-        local = (await self.now()).astimezone(KARACHI)
-        target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
-        if target <= local:
-            target += DAY
-        await self.env.sleep(target - local)
-        return await self.now()
 
     async def rule(self, customer_ids: list[str], definition: dict[str, Any]) -> str:
         """An active rule for these customers only (scenarios share one database)."""

@@ -5,8 +5,9 @@ teardown so nothing keeps the shared server from skipping time."""
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +19,8 @@ from contracts.events import EVENT_ADAPTER
 from db.models import EventRoute
 from services.dispatcher import Dispatcher
 from services.intake import ingest
+
+KARACHI = ZoneInfo("Asia/Karachi")
 
 
 class SkippingShop:
@@ -35,6 +38,16 @@ class SkippingShop:
 
     async def now(self) -> datetime:
         return await self.env.get_current_time()
+
+    async def at_local(self, hour: int) -> datetime:
+        """Skip to the next ``hour`` o'clock in Karachi, where the test customers live:
+        sends then fall outside quiet hours."""
+        local = (await self.now()).astimezone(KARACHI)
+        target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+        if target <= local:
+            target += timedelta(days=1)
+        await self.env.sleep(target - local)
+        return await self.now()
 
     async def send(self, event: dict[str, Any]) -> str:
         """Take the event like ``POST /v1/events``; ``accepted`` or ``duplicate``."""

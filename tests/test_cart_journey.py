@@ -8,7 +8,6 @@ import copy
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -31,27 +30,17 @@ from services import rules
 from services.customers import upsert_from_events
 from services.intake import ingest
 from tests.factories import cart_updated, item, order_placed, uid
-from tests.skipping_shop import SkippingShop
+from tests.skipping_shop import KARACHI, SkippingShop
 from worker import build_worker
 from workflows.cart import CartWorkflow
 from workflows.journey import choose_variant, split_bucket
 
-KARACHI = ZoneInfo("Asia/Karachi")
 HOUR = timedelta(hours=1)
 ACTOR = rules.Actor(key_id=None, name="tests")
 
 
 class Shop(SkippingShop):
     """Carts of a shop on the time-skipping server."""
-
-    async def at_local(self, hour: int) -> datetime:
-        now = await self.now()
-        local = now.astimezone(KARACHI)
-        target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
-        if target <= local:
-            target += timedelta(days=1)
-        await self.env.sleep(target - local)
-        return await self.now()
 
     async def cart(self, customer_id: str, cart_id: str | None = None, **values: Any) -> str:
         cart_id = cart_id or uid("cart")

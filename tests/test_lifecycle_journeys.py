@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -26,7 +25,6 @@ from tests.factories import customer, item, order_placed, uid
 from tests.skipping_shop import SkippingShop
 from worker import build_worker
 
-KARACHI = ZoneInfo("Asia/Karachi")
 DAY = timedelta(days=1)
 ACTOR = rules.Actor(key_id=None, name="tests")
 
@@ -35,15 +33,6 @@ class Lifecycle(SkippingShop):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.rules: list[str] = []
-
-    async def at_local(self, hour: int) -> datetime:
-        """Skip to the next ``hour`` o'clock in Karachi: sends then miss quiet hours."""
-        local = (await self.now()).astimezone(KARACHI)
-        target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
-        if target <= local:
-            target += DAY
-        await self.env.sleep(target - local)
-        return await self.now()
 
     async def rule(self, customer_id: str, **definition: Any) -> str:
         """An active rule for this test's customer only: tests share one database."""
