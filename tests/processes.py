@@ -294,12 +294,16 @@ def processes() -> Iterator[Processes]:
 class TcpProxy:
     """A TCP proxy in its own thread, in front of PostgreSQL: ``cut()`` closes every
     connection through it and refuses new ones (the database is gone, as far as the client
-    can tell); ``restore()`` accepts again on the same port."""
+    can tell); ``restore()`` accepts again on the same port. It listens on TCP and forwards
+    to a TCP address or, for an embedded pgserver, to its Unix socket."""
 
     name = "TCP proxy"
 
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, port: int | None = None, unix: str | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self.unix = unix
         self.port = port or free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -348,7 +352,10 @@ class TcpProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return

@@ -136,9 +136,19 @@ def _assert_each_text_sent_once(
 # --- the API ------------------------------------------------------------------------------
 
 
+def _proxy_for(database_url: str) -> TcpProxy:
+    """In front of the test database: its TCP address, or the Unix socket of the embedded
+    pgserver that ``make test`` starts when no DATABASE_URL is set (``?host=/dir``)."""
+    url = make_url(database_url)
+    socket_dir = url.query.get("host")
+    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+        return TcpProxy("", 0, unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
+    return TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+
+
 def _proxied(database_url: str, proxy: TcpProxy) -> str:
-    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    return url.render_as_string(hide_password=False)
+    url = make_url(database_url).difference_update_query(["host"])
+    return url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 async def _needs_the_database(api: Api, event: dict[str, Any], customer_id: str) -> list[Any]:
@@ -152,8 +162,7 @@ async def _needs_the_database(api: Api, event: dict[str, Any], customer_id: str)
 async def test_the_api_answers_503_while_the_database_is_unreachable_and_recovers_by_itself(
     database_url: str, dev_server: WorkflowEnvironment, task_queue: str
 ):
-    target = make_url(database_url)
-    proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    proxy = _proxy_for(database_url).start()
     api: Api | None = None
     lifespan: Any = None
     try:
