@@ -5,6 +5,7 @@ the same data and the same sleeping workflows."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from google.protobuf import json_format
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -96,6 +98,40 @@ async def _cart_state(address: str, var: Path, cart_id: str) -> CartState:
     return await client.get_workflow_handle(f"cart/{cart_id}").query("state", result_type=CartState)
 
 
+async def _ui_reads_the_customer_through_the_codec(
+    http: httpx.AsyncClient, ui: str, api: str, temporal: str, var: Path, cart_id: str
+) -> None:
+    """The development UI is pointed at Sutra's codec endpoint, and that endpoint turns the
+    encrypted payload Temporal stores into the customer data an ops person reads."""
+    codec_key = (var / "codec-key").read_text().strip()
+    settings = (await http.get(f"{ui}/api/v1/settings")).json()
+    endpoint = settings["Codec"]["Endpoint"]
+    assert endpoint == f"{api}/codec/k/{codec_key}"
+
+    raw = await Client.connect(temporal)  # no codec: what Temporal itself holds
+    history = await raw.get_workflow_handle(f"cart/{cart_id}").fetch_history()
+    [stored] = history.events[0].workflow_execution_started_event_attributes.input.payloads
+    assert stored.metadata["encoding"] == b"binary/encrypted"
+    assert b"c_1" not in stored.data
+
+    headers = {"Origin": ui, "X-Namespace": "default"}
+    preflight = await http.options(
+        f"{endpoint}/decode",
+        headers={**headers, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.headers["access-control-allow-origin"] == ui
+    decoded = await http.post(
+        f"{endpoint}/decode",
+        json={"payloads": [json_format.MessageToDict(stored)]},
+        headers=headers,
+    )
+    assert decoded.status_code == 200, decoded.text
+    assert decoded.headers["access-control-allow-origin"] == ui
+    [plain] = decoded.json()["payloads"]
+    assert base64.b64decode(plain["metadata"]["encoding"]) == b"json/plain"
+    assert b'"c_1"' in base64.b64decode(plain["data"])
+
+
 async def _visible(address: str, cart_id: str) -> list[Any]:
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     query = f"CartId = '{cart_id}' AND CustomerId = 'c_1' AND JourneyStatus = 'abandoned'"
@@ -133,6 +169,10 @@ async def test_make_run_starts_everything_and_ctrl_c_stops_it(launch_env):
     assert state.customer_id == "c_1"
     found = await eventually(lambda: _visible(temporal, cart_id), what="search attributes")
     assert found[0].id == f"cart/{cart_id}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        await _ui_reads_the_customer_through_the_codec(
+            http, f"http://127.0.0.1:{ports['ui']}", base, temporal, var, cart_id
+        )
 
     assert launch.interrupt() == 0
     await asyncio.sleep(0.5)
