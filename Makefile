@@ -28,8 +28,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing; make treats that as the failure it is.
+# Two workers, each with its own database, Temporal dev server and fake providers; a file's
+# tests stay on one worker. Most slow tests wait on timers and processes, so this halves
+# the run on 2 CPUs. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The long runs: more journeys and kills, a one-minute Temporal outage, a back-in-stock
 # fan-out to 5,000 subscribers (about 10 minutes on 2 CPUs). Rerun a crash

@@ -53,6 +53,9 @@ def provider_settings(
         sendgrid_webhook_public_key=SIGNER.public_key,
         email_from="orders@shop.example",
         sms_dlt_entity_id="1101234567890123456",
+        # A failed call is retried only once it can no longer land (three provider timeouts):
+        # the fakes answer in milliseconds, so the default 10 s makes an outage test wait 60 s.
+        provider_timeout=timedelta(seconds=3),
     )
 
 
