@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 from asgi_lifespan import LifespanManager
+from pytest_httpserver import HTTPServer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -34,6 +35,7 @@ from contracts import search_attributes
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli, temporal_test_server
+from tests.order_shop import ShopEndpoint
 from worker import build_worker
 
 pytest_plugins = ["tests.providers.fixtures"]
@@ -145,6 +147,12 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+def shop_endpoint(httpserver: HTTPServer) -> ShopEndpoint:
+    """The shop's backend, receiving Sutra's signed order notices."""
+    return ShopEndpoint(httpserver)
 
 
 @pytest.fixture

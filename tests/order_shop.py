@@ -9,19 +9,30 @@ import hmac
 import json
 import secrets
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from pydantic import SecretStr
 from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 from temporalio.client import WorkflowHandle
 from werkzeug.wrappers import Request, Response
 
+from config.settings import Environment, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import InboundMessageSignal
 from contracts.orders import STATE_QUERY, OrderState, TransitionRequest
+from contracts.payment_policy import PaymentPolicy, UpfrontRule
 from db.models import Event, Message, PaymentLink
 from services.payments import record_capture
 from tests.factories import customer, item, uid
+from tests.providers.fake_payments import (
+    RAZORPAY_KEY_ID,
+    RAZORPAY_KEY_SECRET,
+    STRIPE_API_KEY,
+    FakeRazorpay,
+    FakeStripe,
+)
 from tests.skipping_shop import SkippingShop
 
 SHOP_SECRET = "shop-webhook-secret"
@@ -60,6 +71,31 @@ class ShopEndpoint:
 
     def types(self, order_id: str) -> list[str]:
         return [n["type"] for n in self.notices if n["order_id"] == order_id]
+
+
+def order_settings(
+    database_url: str,
+    task_queue: str,
+    razorpay: FakeRazorpay,
+    stripe: FakeStripe,
+    endpoint: ShopEndpoint,
+    **policy: Any,
+) -> Settings:
+    """A shop taking 15% upfront on partial COD, paid through the fake Razorpay and Stripe,
+    with its backend at ``endpoint``."""
+    return Settings(
+        env=Environment.test,
+        database_url=database_url,
+        temporal_task_queue=task_queue,
+        razorpay_key_id=RAZORPAY_KEY_ID,
+        razorpay_key_secret=RAZORPAY_KEY_SECRET,
+        razorpay_base_url=razorpay.url,
+        stripe_api_key=STRIPE_API_KEY,
+        stripe_api_base=stripe.url,
+        payment_policy=PaymentPolicy(upfront=UpfrontRule(percent=Decimal(15)), **policy),
+        shop_webhook_url=endpoint.url,
+        shop_webhook_secret=SecretStr(SHOP_SECRET),
+    )
 
 
 class OrderShop(SkippingShop):

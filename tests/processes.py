@@ -300,7 +300,11 @@ class TcpProxy:
     name = "TCP proxy"
 
     def __init__(
-        self, target_host: str, target_port: int, port: int | None = None, unix: str | None = None
+        self,
+        target_host: str = "127.0.0.1",
+        target_port: int = 5432,
+        port: int | None = None,
+        unix: str | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.unix = unix

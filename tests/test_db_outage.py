@@ -142,7 +142,7 @@ def _proxy_for(database_url: str) -> TcpProxy:
     url = make_url(database_url)
     socket_dir = url.query.get("host")
     if isinstance(socket_dir, str) and socket_dir.startswith("/"):
-        return TcpProxy("", 0, unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
+        return TcpProxy(unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
     return TcpProxy(url.host or "127.0.0.1", url.port or 5432)
 
 

@@ -8,24 +8,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pydantic import SecretStr
-from pytest_httpserver import HTTPServer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from contracts.orders import OrderState, TransitionRequest
-from tests.order_shop import SHOP_SECRET, OrderShop, ShopEndpoint
+from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import FakeRazorpay, FakeStripe
-from tests.test_order_workflow import _settings
 from worker import build_worker
 from workflows.order import OrderWorkflow
-
-
-@pytest.fixture
-def shop_endpoint(httpserver: HTTPServer) -> ShopEndpoint:
-    return ShopEndpoint(httpserver)
 
 
 def _move(to: str) -> TransitionRequest:
@@ -43,12 +35,7 @@ async def test_an_update_taken_by_a_cold_worker_replays(
     shop_endpoint: ShopEndpoint,
     with_event: bool,
 ) -> None:
-    settings = _settings(database_url, task_queue, fake_razorpay, fake_stripe).model_copy(
-        update={
-            "shop_webhook_url": shop_endpoint.url,
-            "shop_webhook_secret": SecretStr(SHOP_SECRET),
-        }
-    )
+    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
     shop = OrderShop(dev_server, settings, sessionmaker)
     async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
         order_id = await shop.place("prepaid", total="4500.00")

@@ -8,25 +8,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
-from pydantic import SecretStr
-from pytest_httpserver import HTTPServer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from config.settings import Environment, Settings
+from config.settings import Settings
 from contracts import search_attributes
-from contracts.payment_policy import PaymentPolicy, UpfrontRule
 from db.models import Refund
-from tests.order_shop import SHOP_SECRET, OrderShop, ShopEndpoint
+from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import (
-    RAZORPAY_KEY_ID,
-    RAZORPAY_KEY_SECRET,
-    STRIPE_API_KEY,
     FakeRazorpay,
     FakeStripe,
 )
@@ -36,37 +29,12 @@ MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 
 
-def _settings(
-    database_url: str, task_queue: str, razorpay: FakeRazorpay, stripe: FakeStripe, **policy: Any
-) -> Settings:
-    return Settings(
-        env=Environment.test,
-        database_url=database_url,
-        temporal_task_queue=task_queue,
-        razorpay_key_id=RAZORPAY_KEY_ID,
-        razorpay_key_secret=RAZORPAY_KEY_SECRET,
-        razorpay_base_url=razorpay.url,
-        stripe_api_key=STRIPE_API_KEY,
-        stripe_api_base=stripe.url,
-        payment_policy=PaymentPolicy(upfront=UpfrontRule(percent=Decimal(15)), **policy),
-    )
-
-
-@pytest.fixture
-def shop_endpoint(httpserver: HTTPServer) -> ShopEndpoint:
-    return ShopEndpoint(httpserver)
-
-
 @contextlib.asynccontextmanager
 async def _shop(
     env: WorkflowEnvironment,
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
-    endpoint: ShopEndpoint,
 ) -> AsyncIterator[OrderShop]:
-    settings = settings.model_copy(
-        update={"shop_webhook_url": endpoint.url, "shop_webhook_secret": SecretStr(SHOP_SECRET)}
-    )
     shop = OrderShop(env, settings, sessionmaker)
     async with build_worker(env.client, settings.temporal_task_queue, sessionmaker, settings):
         yield shop
@@ -83,8 +51,8 @@ async def shop(
     fake_stripe: FakeStripe,
     shop_endpoint: ShopEndpoint,
 ) -> AsyncIterator[OrderShop]:
-    settings = _settings(database_url, task_queue, fake_razorpay, fake_stripe)
-    async with _shop(time_skipping, settings, sessionmaker, shop_endpoint) as shop:
+    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
+    async with _shop(time_skipping, settings, sessionmaker) as shop:
         yield shop
 
 
@@ -372,16 +340,17 @@ async def confirming_shop(
     fake_stripe: FakeStripe,
     shop_endpoint: ShopEndpoint,
 ) -> AsyncIterator[OrderShop]:
-    settings = _settings(
+    settings = order_settings(
         database_url,
         task_queue,
         fake_razorpay,
         fake_stripe,
+        shop_endpoint,
         cod_confirmation=True,
         cod_no_reply="cancel",
         cod_prepay_offer_percent=Decimal(5),
     )
-    async with _shop(time_skipping, settings, sessionmaker, shop_endpoint) as shop:
+    async with _shop(time_skipping, settings, sessionmaker) as shop:
         yield shop
 
 
