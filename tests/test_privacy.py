@@ -322,6 +322,11 @@ async def test_export_holds_everything_and_erasure_leaves_no_trace(
     assert again.status_code == 200
     assert again.json()["journeys_terminated"] == []
 
+    # Other tests' customers must not start journeys of these rules.
+    for rule in (welcome, incentive):
+        archived = await api.http.post(f"/v1/rules/{rule['id']}/archive", headers=auth(ADMIN_KEY))
+        assert archived.status_code == 200, archived.text
+
 
 async def test_unknown_customers_are_404(api: Api):
     for response in (
