@@ -1,6 +1,13 @@
 """A shop on the time-skipping server: events go in exactly as the API and the dispatcher
 would put them (stored, routed, delivered), and every workflow they reached is ended at
-teardown so nothing keeps the shared server from skipping time."""
+teardown.
+
+Do not send an event at the instant one of the shop's timers is due (an order's 24 h
+shipping SLA one day after it was placed, say). Between skips the server's clock runs at
+real pace, so the timer fires while the workflow task that handles the event is with the
+worker; that task cancels the timer, and the time-skipping server refuses the completion
+("invalid history builder state for action", temporalio/sdk-java#3088) and never retries
+it: the workflow is stranded and the clock stops. A real Temporal server accepts it."""
 
 from __future__ import annotations
 
