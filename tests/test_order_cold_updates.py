@@ -13,15 +13,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from contracts.orders import OrderState, TransitionRequest
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import FakeRazorpay, FakeStripe
 from worker import build_worker
 from workflows.order import OrderWorkflow
-
-
-def _move(to: str) -> TransitionRequest:
-    return TransitionRequest.model_validate({"to": to, "by": "tests"})
 
 
 @pytest.mark.parametrize("with_event", [False, True], ids=["update-alone", "update-and-event"])
@@ -53,17 +48,13 @@ async def test_an_update_taken_by_a_cold_worker_replays(
         # before packed): the workflow holds it and applies it once the order is shipped.
         if with_event:
             await shop.event("order.out_for_delivery", order_id)
-        update = asyncio.create_task(
-            handle.execute_update("transition", _move("packed"), result_type=OrderState)
-        )
+        update = asyncio.create_task(shop.transition(order_id, "packed"))
         await asyncio.sleep(0.5)
         async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
             assert (await asyncio.wait_for(update, 30)).status == "packed"
-            await handle.execute_update("transition", _move("shipped"), result_type=OrderState)
+            await shop.transition(order_id, "shipped")
             if not with_event:
-                await handle.execute_update(
-                    "transition", _move("out_for_delivery"), result_type=OrderState
-                )
+                await shop.transition(order_id, "out_for_delivery")
             await shop.settle()
             state = await shop.state(order_id)
             assert state.status == "out_for_delivery"
