@@ -67,6 +67,8 @@ class ChannelAdapter(Protocol):
     provider: str
     # Whether a send cut off mid-call can be looked up at the provider afterwards.
     can_look_up: bool
+    # Whether the provider reports on a message afterwards (delivered, bounced, failed).
+    reports_status: bool
 
     async def send(self, message: OutgoingMessage) -> Receipt: ...
 

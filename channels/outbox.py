@@ -14,6 +14,7 @@ log = logging.getLogger("sutra.outbox")
 class OutboxChannel:
     provider = "outbox"
     can_look_up = False
+    reports_status = False  # nothing reaches anyone, so nothing ever comes back
 
     async def send(self, message: OutgoingMessage) -> Receipt:
         log.info(

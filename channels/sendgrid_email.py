@@ -40,6 +40,7 @@ class SendGridEmail:
     provider = "sendgrid"
     # Mail Send has no lookup; a send cut off mid-call is confirmed by the event webhook.
     can_look_up = False
+    reports_status = True
 
     def __init__(self, settings: Settings) -> None:
         assert settings.sendgrid_api_key is not None

@@ -40,6 +40,7 @@ def whatsapp_address(number: str) -> str:
 class TwilioMessaging:
     provider = "twilio"
     can_look_up = True
+    reports_status = True
 
     def __init__(self, settings: Settings, channel: Channel, client: Client | None = None):
         assert settings.twilio_account_sid

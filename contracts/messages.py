@@ -75,6 +75,9 @@ class SendMessageResult(BaseModel):
     reason: str | None = None
     provider: str | None = None
     provider_message_id: str | None = None
+    # False: this provider never reports on a message (the outbox), so there is no bounce
+    # to wait for and no fallback watch to keep.
+    reports: bool = True
 
 
 class MessageStatusUpdate(BaseModel):

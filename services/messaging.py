@@ -111,8 +111,15 @@ class Messaging:
         self.sessionmaker = sessionmaker
         self.adapters = adapters
         self.renderer = renderer or Renderer()
+        self._silent = frozenset(a.provider for a in adapters.values() if not a.reports_status)
 
     async def send(self, input: SendMessageInput, now: datetime | None = None) -> SendMessageResult:
+        result = await self._send(input, now)
+        # The row's provider, which may be another than today's for this channel.
+        result.reports = result.provider not in self._silent
+        return result
+
+    async def _send(self, input: SendMessageInput, now: datetime | None) -> SendMessageResult:
         request = input.request
         now = now or datetime.now(UTC)
         async with self.sessionmaker() as session, session.begin():

@@ -13,6 +13,10 @@ written as ``<type>_<scenario>.json`` (``WorkflowHistory.to_json()``).
     python -m tests.record_histories --list           # the scenarios and their files
     python -m tests.record_histories order_cod_cancelled  # one scenario (or file), if missing
 
+Scenarios registered with ``reporting=True`` run on a second worker whose email goes
+through SendGrid and SMS/WhatsApp through Twilio, the real SDKs against the fakes of
+``tests/providers/``, so a provider can report a bounce back; the others use the outbox.
+
 Existing files are never overwritten (``--overwrite`` exists for a history that was added
 in the same change and is not yet committed). A committed history is what workflows
 running in production look like: when one stops replaying, the code change is what has to
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import logging
 import sys
 import time
 import uuid
@@ -57,6 +62,14 @@ from services.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
 from tests.order_shop import OrderShop
+from tests.provider_reports import (
+    ledger,
+    reachable_customer,
+    report_undelivered,
+    reporting_settings,
+)
+from tests.providers.fake_sendgrid import FakeSendGrid
+from tests.providers.fake_twilio import FakeTwilio
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -182,13 +195,17 @@ def _default_cart_rule() -> dict[str, Any]:
 
 Scenario = Callable[[Recorder], Awaitable[None]]
 SCENARIOS: dict[str, tuple[tuple[str, ...], Scenario]] = {}
+# Scenarios whose providers report back (SendGrid and Twilio fakes) instead of the outbox.
+REPORTING: set[str] = set()
 
 
-def scenario(*names: str) -> Callable[[Scenario], Scenario]:
+def scenario(*names: str, reporting: bool = False) -> Callable[[Scenario], Scenario]:
     """Register a scenario by the history files it writes."""
 
     def register(fn: Scenario) -> Scenario:
         SCENARIOS[fn.__name__] = (names, fn)
+        if reporting:
+            REPORTING.add(fn.__name__)
         return fn
 
     return register
@@ -516,6 +533,146 @@ async def fanout_back_in_stock(shop: Recorder) -> None:
     await shop.archive(rule_id)
 
 
+@scenario("cart_fallback_beside_bounced", reporting=True)
+async def cart_fallback_beside_bounced(shop: Recorder) -> None:
+    """The default abandoned-cart rule on providers that report back: the WhatsApp
+    reminder with 5 % off is reported undelivered two minutes after it went out, and the
+    watch beside the journey (``fallback-watch-beside-sequence``) sends that step by
+    email with the same code; the later steps keep their days, then the cart expires."""
+    customer_id, phone = await reachable_customer(shop, await shop.now())
+    rule_id = await shop.rule([customer_id], _default_cart_rule())
+    await shop.at_local(10)
+    cart_id = await shop.cart(customer_id, phone=phone, email=f"{customer_id}@example.com")
+    workflow_id = workflow_ids.cart(cart_id)
+    await shop.env.sleep(DAY + 2 * MINUTE)
+    [_, whatsapp] = await ledger(shop, workflow_id)
+    assert whatsapp.channel == "whatsapp", whatsapp.channel
+    await report_undelivered(shop, whatsapp)
+    result = await shop.finish(workflow_id)
+    assert result["status"] == "expired", result
+    sent = [(m.channel, m.template) for m in await ledger(shop, workflow_id) if m.status == "sent"]
+    assert sent == [
+        ("email", "cart_reminder_1"),
+        ("email", "cart_reminder_2"),
+        ("email", "cart_reminder_3"),
+        ("sms", "cart_reminder_3"),
+        ("email", "cart_reminder_4"),
+    ], sent
+    await shop.keep("cart_fallback_beside_bounced", workflow_id)
+    await shop.archive(rule_id)
+
+
+def _every_channel(steps: list[dict[str, Any]], **rule: Any) -> dict[str, Any]:
+    return {
+        "trigger": {"event": "customer.created"},
+        "steps": steps,
+        "exit": {"events": ["order.placed", "unsubscribed"], "order_scope": "customer"},
+        "quiet_hours": None,
+        **rule,
+    }
+
+
+async def _signed_up(shop: Recorder, customer_id: str, phone: str) -> None:
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com", phone=phone),
+            "data": {},
+        }
+    )
+
+
+@scenario("lifecycle_fallback_beside_bounced", reporting=True)
+async def lifecycle_fallback_beside_bounced(shop: Recorder) -> None:
+    """SMS or email, a minute later WhatsApp or email, on providers that report back: the
+    SMS is reported undelivered after the WhatsApp went out and goes out by email; the
+    WhatsApp is reported undelivered while the journey, out of steps, waits for its watch,
+    and goes out by email before the journey completes and waits out its credit window."""
+    customer_id, phone = await reachable_customer(shop, await shop.now())
+    steps: list[dict[str, Any]] = [
+        {"send": {"channels": ["sms", "email"], "template": "welcome"}},
+        {"wait": "PT1M"},
+        {"send": {"channels": ["whatsapp", "email"], "template": "welcome"}},
+    ]
+    rule_id = await shop.rule([customer_id], _every_channel(steps, attribution_window="PT1H"))
+    await _signed_up(shop, customer_id, phone)
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    await shop.env.sleep(2 * MINUTE)
+    sms, whatsapp = await ledger(shop, workflow_id)
+    await report_undelivered(shop, sms)
+    await shop.env.sleep(MINUTE)
+    await report_undelivered(shop, whatsapp)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "completed"), result
+    statuses = [(m.channel, m.status) for m in await ledger(shop, workflow_id)]
+    assert statuses == [
+        ("sms", "failed"),
+        ("whatsapp", "failed"),
+        ("email", "sent"),
+        ("email", "sent"),
+    ], statuses
+    await shop.keep("lifecycle_fallback_beside_bounced", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_fallback_beside_ended_by_order", reporting=True)
+async def lifecycle_fallback_beside_ended_by_order(shop: Recorder) -> None:
+    """SMS or email, then email a day later, on providers that report back: the customer
+    orders a minute after the SMS, while its watch is open; the order ends the journey and
+    its watch at once, with no fallback."""
+    customer_id, phone = await reachable_customer(shop, await shop.now())
+    steps: list[dict[str, Any]] = [
+        {"send": {"channels": ["sms", "email"], "template": "welcome"}},
+        {"wait": "P1D"},
+        {"send": {"channels": ["email"], "template": "welcome"}},
+    ]
+    rule_id = await shop.rule([customer_id], _every_channel(steps))
+    await _signed_up(shop, customer_id, phone)
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    await shop.env.sleep(MINUTE)
+    event = order_placed(cart_id=None, customer_id=customer_id, occurred_at=_iso(await shop.now()))
+    event["customer"] = customer(customer_id, email=f"{customer_id}@example.com", phone=phone)
+    await shop.send(event)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "ordered"), result
+    channels = [m.channel for m in await ledger(shop, workflow_id)]
+    assert channels == ["sms"], channels
+    await shop.keep("lifecycle_fallback_beside_ended_by_order", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_outbox_not_watched")
+async def lifecycle_outbox_not_watched(shop: Recorder) -> None:
+    """Email, three seconds later SMS or email, on the outbox (which never reports): no
+    watch is kept for the second step, and the journey completes with its last send, then
+    waits out its credit window."""
+    customer_id = await _reachable_customer(shop)
+    steps: list[dict[str, Any]] = [
+        {"send": {"channels": ["email"], "template": "welcome"}},
+        {"wait": "PT3S"},
+        {"send": {"channels": ["sms", "email"], "template": "welcome"}},
+    ]
+    rule_id = await shop.rule([customer_id], _every_channel(steps, attribution_window="PT1H"))
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            "data": {},
+        }
+    )
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "completed"), result
+    sent = [(m.channel, m.provider) for m in await ledger(shop, workflow_id)]
+    assert sent == [("email", "outbox"), ("sms", "outbox")], sent
+    await shop.keep("lifecycle_outbox_not_watched", workflow_id)
+    await shop.archive(rule_id)
+
+
 # --- running them -------------------------------------------------------------------------
 
 
@@ -583,11 +740,23 @@ async def record(names: list[str], out: Path, *, overwrite: bool) -> list[Path]:
             sessionmaker = create_sessionmaker(engine)
             await _whatsapp_content_template(sessionmaker)
             try:
-                async with build_worker(
-                    env.client, settings.temporal_task_queue, sessionmaker, settings
-                ):
+                async with contextlib.AsyncExitStack() as stack:
+                    await stack.enter_async_context(
+                        build_worker(
+                            env.client, settings.temporal_task_queue, sessionmaker, settings
+                        )
+                    )
+                    reporting = settings
+                    if any(name in REPORTING for name, _, _ in todo):
+                        reporting = _reporting(stack, url)
+                        await stack.enter_async_context(
+                            build_worker(
+                                env.client, reporting.temporal_task_queue, sessionmaker, reporting
+                            )
+                        )
                     for name, wanted, fn in todo:
-                        shop = Recorder(env, settings, sessionmaker)
+                        chosen = reporting if name in REPORTING else settings
+                        shop = Recorder(env, chosen, sessionmaker)
                         began = time.monotonic()
                         try:
                             await fn(shop)
@@ -606,6 +775,18 @@ async def record(names: list[str], out: Path, *, overwrite: bool) -> list[Path]:
         if server is not None:
             server.cleanup()
     return written
+
+
+def _reporting(stack: contextlib.AsyncExitStack, database_url: str) -> Settings:
+    """Settings, on a task queue of their own, whose providers are the fake SendGrid and
+    Twilio, started here and stopped with ``stack``."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the fakes' request log
+    twilio, sendgrid = FakeTwilio().start(), FakeSendGrid().start()
+    stack.callback(twilio.stop)
+    stack.callback(sendgrid.stop)
+    return reporting_settings(
+        database_url, f"record-reporting-{uuid.uuid4().hex[:8]}", twilio, sendgrid
+    )
 
 
 def _write(path: Path, history: WorkflowHistory) -> Path:

@@ -11,10 +11,15 @@ Not a workflow itself: a journey workflow (the cart workflow, lifecycle journeys
 
 The position (``pc``) is in the journey state, so a pause, a worker restart or a
 continue-as-new resumes at the next unsent step and never sends one twice.
+
+A send step moves on as soon as a channel has taken its message; the wait for the
+provider's verdict (and, on a bounce, the same step on the next channel) runs beside the
+sequence, so the next wait counts from the send as the rule says.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
@@ -45,12 +50,15 @@ with workflow.unsafe.imports_passed_through():
         RevokeCouponInput,
         SentStep,
     )
-    from contracts.messages import MessageRequest, QuietHours
+    from contracts.messages import MessageOutcome, MessageRequest, QuietHours
     from contracts.rules import Op, RuleDefinition, Send, compile_steps
-    from workflows.messaging import Messenger
+    from workflows.messaging import Messenger, Watch, undelivered
 
 ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 NUMERIC_EQUALITY_PATCH = "numeric-equality"
+# Journeys that started before it wait out each multi-channel send's fallback window
+# inside the step (Messenger.send); later ones watch beside the sequence.
+FALLBACK_BESIDE_PATCH = "fallback-watch-beside-sequence"
 _REACHED = frozenset({"sent", "delivered"})
 
 
@@ -113,6 +121,8 @@ class JourneyRunner:
         self.definition = RuleDefinition.model_validate(state.rule.definition)
         self.program = compile_steps(self.definition.steps)
         self._customer: dict[str, Any] = {}
+        self._watches: list[asyncio.Task[None]] = []
+        self._over = False
 
     @property
     def key(self) -> str:
@@ -120,7 +130,20 @@ class JourneyRunner:
         return f"{self.workflow_id}/{self.state.instance}/{rule.rule_id}/v{rule.version}"
 
     async def run(self) -> str:
-        """Run to the end of the program or until ``stop()``; return why it ended."""
+        """Run to the end of the program or until ``stop()``; return why it ended.
+
+        Fallback watches still open then: a journey that ran out of steps waits for them,
+        so a bounce of its last message still reaches the customer on the next channel; a
+        journey ended any other way (an order, an exit condition, an unsubscribe, a paused
+        rule) ends them at once, and no fallback goes out after an exit."""
+        reason = await self._steps()
+        if self._watches:
+            self._over = reason != "completed"
+            await asyncio.gather(*self._watches)
+            self._watches.clear()
+        return reason
+
+    async def _steps(self) -> str:
         while self.state.pc < len(self.program):
             reason = await self._held()
             if reason:
@@ -260,23 +283,20 @@ class JourneyRunner:
         if self.vet is not None and (reason := self.vet(context)):
             return reason
         coupon = await self._coupon(op.path, send)
+        beside = workflow.patched(FALLBACK_BESIDE_PATCH)
         outcomes = []
         for channels in [send.channels] if send.mode == "first" else [[c] for c in send.channels]:
             suffix = "" if send.mode == "first" else f"/{channels[0]}"
-            outcome = await self.messenger.send(
-                self._request(op.path, suffix, send, channels, coupon, context)
-            )
+            request = self._request(op.path, suffix, send, channels, coupon, context)
+            watch = None
+            if beside:
+                outcome, watch = await self.messenger.dispatch(request)
+            else:
+                outcome = await self.messenger.send(request)
             outcomes.append(outcome)
-            self.state.sent.append(
-                SentStep(
-                    path=op.path,
-                    channel=outcome.channel,
-                    status=outcome.status,
-                    message_id=str(outcome.message_id) if outcome.message_id else None,
-                    coupon_code=coupon.code if coupon else None,
-                    at=workflow.now(),
-                )
-            )
+            step = self._record(op.path, outcome, coupon)
+            if watch is not None:
+                self._watches.append(asyncio.create_task(self._follow(watch, step, coupon)))
         if coupon is not None:
             reached = any(o.status in _REACHED for o in outcomes)
             if reached:
@@ -294,6 +314,52 @@ class JourneyRunner:
                     retry_policy=ACTIVITY_RETRY,
                 )
         return None
+
+    def _record(
+        self, path: str, outcome: MessageOutcome, coupon: IssueCouponResult | None
+    ) -> SentStep:
+        step = SentStep(
+            path=path,
+            channel=outcome.channel,
+            status=outcome.status,
+            message_id=str(outcome.message_id) if outcome.message_id else None,
+            coupon_code=coupon.code if coupon else None,
+            at=workflow.now(),
+        )
+        self.state.sent.append(step)
+        return step
+
+    def _halted(self) -> bool:
+        return self._over or self.stop() is not None
+
+    async def _follow(self, watch: Watch, step: SentStep, coupon: IssueCouponResult | None) -> None:
+        """Beside the sequence: the provider's verdict on a step's message and, on a hard
+        bounce or an undeliverable number, the same step on the next channel. Its ledger
+        key is the step's own with the next attempt number, so it can neither repeat nor
+        collide with a later step's message."""
+        current: Watch | None = watch
+        while current is not None:
+            report = await self.messenger.verdict(current, self._halted)
+            if report is not None and report.status == "delivered":
+                step.status = "delivered"
+            if not undelivered(report) or self._halted():
+                return
+            assert report is not None
+            step.status = report.status
+            outcome, current = await self.messenger.dispatch(
+                current.request,
+                attempt=current.attempt + 1,
+                excluded=current.tried,
+                halt=self._halted,
+            )
+            step = self._record(step.path, outcome, coupon)
+        if coupon is not None and step.status not in _REACHED and not self._halted():
+            await workflow.execute_activity(
+                REVOKE_COUPON,
+                RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACTIVITY_RETRY,
+            )
 
     async def _coupon(self, path: str, send: Send) -> IssueCouponResult | None:
         if send.incentive is None:

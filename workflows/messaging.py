@@ -4,12 +4,19 @@ Not a workflow itself: journeys hold a ``Messenger`` and forward their ``message
 signal to it. It waits out quiet hours and frequency caps on durable timers, and when a
 provider reports a bounce or an undeliverable number within the fallback window it sends
 the same step on the next allowed channel.
+
+Two ways to use it: ``send`` is the whole send, the wait for the provider's verdict
+included (order messages, which already go out beside their workflow, and journeys that
+started before ``dispatch`` existed); ``dispatch`` returns as soon as a channel has taken
+the message, with a ``Watch`` the caller follows beside its own sequence (``verdict``, then
+``dispatch`` again on the next channel).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
@@ -36,6 +43,17 @@ _SETTLED = frozenset({"delivered", "opened", "clicked", "bounced", "failed"})
 _UNDELIVERED = frozenset({"bounced", "failed"})
 
 
+@dataclass
+class Watch:
+    """A message one channel took while others remain: if its provider reports it
+    undeliverable within the request's fallback window, the step goes out on the next."""
+
+    request: MessageRequest
+    message_id: str
+    attempt: int
+    tried: list[Channel] = field(default_factory=list)
+
+
 class Messenger:
     def __init__(self) -> None:
         self._reports: dict[str, MessageStatusUpdate] = {}
@@ -53,40 +71,27 @@ class Messenger:
     async def send(
         self, request: MessageRequest, dispatched: Callable[[], None] | None = None
     ) -> MessageOutcome:
-        """``dispatched`` is called once the first channel has taken the message (or it
-        was settled otherwise), before any wait for a bounce: callers that must keep their
+        """The whole send: returns once the provider's verdict is in or the fallback window
+        has passed, after sending the step on the next channel if it bounced.
+
+        ``dispatched`` is called once the first channel has taken the message (or it was
+        settled otherwise), before any wait for a bounce: callers that must keep their
         messages in order start the next one then."""
         excluded: list[Channel] = []
         attempt = 1
         while True:
             try:
-                result = await workflow.execute_activity(
-                    SEND_MESSAGE,
-                    SendMessageInput(request=request, attempt=attempt, exclude_channels=excluded),
-                    result_type=SendMessageResult,
-                    start_to_close_timeout=request.send_timeout,
-                    schedule_to_close_timeout=timedelta(days=1),
-                    retry_policy=SEND_RETRY,
-                )
+                result = await _call(request, attempt, excluded)
             except ActivityError as err:
                 if dispatched is not None:
                     dispatched()
-                return MessageOutcome(
-                    status="failed", reason=f"gave up: {err.cause or err}", attempts=attempt
-                )
+                return _gave_up(err, attempt)
             if result.status == "deferred":
-                wait = (result.until - workflow.now()) if result.until else timedelta(minutes=1)
-                await workflow.sleep(max(wait, timedelta(seconds=1)))
+                await workflow.sleep(_deferral(result))
                 continue
             if dispatched is not None:
                 dispatched()
-            outcome = MessageOutcome(
-                status="sent" if result.status == "sent" else result.status,
-                channel=result.channel,
-                message_id=result.message_id,
-                reason=result.reason,
-                attempts=attempt,
-            )
+            outcome = _outcome(result, attempt)
             if result.status == "suppressed":
                 return outcome
             tried = [*excluded, result.channel] if result.channel else excluded
@@ -105,6 +110,73 @@ class Messenger:
                     outcome.status = "delivered"
             return outcome
 
+    async def dispatch(
+        self,
+        request: MessageRequest,
+        *,
+        attempt: int = 1,
+        excluded: list[Channel] | None = None,
+        halt: Callable[[], bool] | None = None,
+    ) -> tuple[MessageOutcome, Watch | None]:
+        """Send until a channel takes the message or none can, and return at once: the
+        outcome, and a ``Watch`` when a bounce could still move it to another channel.
+
+        Waits for quiet hours or a frequency cap on a durable timer; with ``halt``, such a
+        wait ends as soon as ``halt()`` is true and the message is given up (``suppressed``),
+        so a fallback never goes out after the journey ended."""
+        excluded = list(excluded or [])
+        while True:
+            try:
+                result = await _call(request, attempt, excluded)
+            except ActivityError as err:
+                return _gave_up(err, attempt), None
+            if result.status == "deferred":
+                if halt is None:
+                    await workflow.sleep(_deferral(result))
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(halt, timeout=_deferral(result))
+                if not halt():
+                    continue
+                gone = MessageOutcome(
+                    status="suppressed",
+                    channel=result.channel,
+                    message_id=result.message_id,
+                    reason="the journey ended before it could go out",
+                    attempts=attempt,
+                )
+                return gone, None
+            outcome = _outcome(result, attempt)
+            if result.status == "suppressed":
+                return outcome, None
+            tried = [*excluded, result.channel] if result.channel else excluded
+            others = [c for c in request.channels if c not in tried]
+            if result.status == "failed":
+                if result.channel and others:
+                    excluded, attempt = tried, attempt + 1
+                    continue
+                return outcome, None
+            if (
+                others
+                and request.fallback_window > timedelta(0)
+                and result.message_id
+                and result.reports
+            ):
+                return outcome, Watch(request, str(result.message_id), attempt, tried)
+            return outcome, None
+
+    async def verdict(self, watch: Watch, halt: Callable[[], bool]) -> MessageStatusUpdate | None:
+        """The provider's report on the watched message once it settles, or whatever it had
+        said when the window closed or ``halt()`` became true."""
+
+        def settled() -> bool:
+            report = self._reports.get(watch.message_id)
+            return halt() or (report is not None and report.status in _SETTLED)
+
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(settled, timeout=watch.request.fallback_window)
+        return self._reports.get(watch.message_id)
+
     async def _watch(self, message_id: str, window: timedelta) -> MessageStatusUpdate | None:
         """The provider's verdict on a message, if it comes within ``window``."""
 
@@ -115,3 +187,40 @@ class Messenger:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(settled, timeout=window)
         return self._reports.get(message_id)
+
+
+def undelivered(report: MessageStatusUpdate | None) -> bool:
+    """A hard bounce or an undeliverable number: the step should try its next channel."""
+    return report is not None and report.status in _UNDELIVERED
+
+
+async def _call(
+    request: MessageRequest, attempt: int, excluded: list[Channel]
+) -> SendMessageResult:
+    return await workflow.execute_activity(
+        SEND_MESSAGE,
+        SendMessageInput(request=request, attempt=attempt, exclude_channels=excluded),
+        result_type=SendMessageResult,
+        start_to_close_timeout=request.send_timeout,
+        schedule_to_close_timeout=timedelta(days=1),
+        retry_policy=SEND_RETRY,
+    )
+
+
+def _deferral(result: SendMessageResult) -> timedelta:
+    wait = (result.until - workflow.now()) if result.until else timedelta(minutes=1)
+    return max(wait, timedelta(seconds=1))
+
+
+def _gave_up(err: ActivityError, attempt: int) -> MessageOutcome:
+    return MessageOutcome(status="failed", reason=f"gave up: {err.cause or err}", attempts=attempt)
+
+
+def _outcome(result: SendMessageResult, attempt: int) -> MessageOutcome:
+    return MessageOutcome(
+        status="sent" if result.status == "sent" else result.status,
+        channel=result.channel,
+        message_id=result.message_id,
+        reason=result.reason,
+        attempts=attempt,
+    )
