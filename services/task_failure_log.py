@@ -1,5 +1,5 @@
-"""The worker's log of failing workflow tasks: one structured line per workflow run, not
-one per retry.
+"""The worker's log of failing workflow tasks: one structured line per workflow run (and
+failure), not one per retry.
 
 Temporal retries a failing workflow task forever, and the SDK tells of the failure in
 two places:
@@ -13,7 +13,8 @@ two places:
   (``worker_runtime``; otherwise core prints it to stderr itself, unstructured).
 
 ``TaskFailureLog`` filters those loggers: it drops the SDK's records and writes one
-``workflow task failing`` line per run with workflow id, type, run id and failure. Core
+``workflow task failing`` line per run with workflow id, type, run id and failure (again
+only if the same run later fails differently). Core
 names only the run, so ``RUNS`` (filled by ``RunDirectoryInterceptor`` as each run is
 loaded into the worker) supplies the workflow id and type.
 """
@@ -104,10 +105,13 @@ class TaskFailure:
     workflow_id: str | None = None
     workflow_type: str | None = None
     exc_info: ExcInfo | None = None
+    # Core's record of a failure Python produced (and has logged already): not told twice.
+    echo: bool = False
 
 
 _QUOTED_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
 _FORCE_CAUSE = re.compile(r"force_cause: (\w+)")
+_PYTHON_TYPE = re.compile(r'r#type: "[^"]+"')  # core's own failures have an empty type
 
 
 def _core_failure(run_id: str, text: str) -> TaskFailure:
@@ -121,18 +125,28 @@ def _core_failure(run_id: str, text: str) -> TaskFailure:
     cause = _FORCE_CAUSE.search(text)
     error = cause.group(1) if cause else "Unspecified"
     kind = "nondeterminism" if error == "NonDeterministicError" else "other"
-    return TaskFailure(run_id=run_id, kind=kind, error=error, failure=message)
+    # Python's failures carry the exception's type, or are encrypted (payload keys set).
+    echo = kind != "nondeterminism" and (
+        bool(_PYTHON_TYPE.search(text)) or message == "Encoded failure"
+    )
+    return TaskFailure(run_id=run_id, kind=kind, error=error, failure=message, echo=echo)
 
 
-def _exception(run_id: str, exc_info: Any, **names: str | None) -> TaskFailure:
+def _exception(
+    run_id: str,
+    exc_info: Any,
+    workflow_id: str | None = None,
+    workflow_type: str | None = None,
+) -> TaskFailure:
     exc = exc_info[1] if isinstance(exc_info, tuple) else None
     return TaskFailure(
         run_id=run_id,
         kind="exception",
         error=type(exc).__name__ if exc else "unknown",
         failure=str(exc) if exc else "",
+        workflow_id=workflow_id,
+        workflow_type=workflow_type,
         exc_info=exc_info if isinstance(exc_info, tuple) else None,
-        **names,
     )
 
 
@@ -157,29 +171,30 @@ def classify(record: logging.LogRecord) -> TaskFailure | None:
 
 
 class TaskFailureLog(logging.Filter):
-    """Replaces the SDK's failing-task records with one line per run (per process)."""
+    """Replaces the SDK's failing-task records with one line per run and failure (per
+    process): a retry failing the same way is not told again."""
 
     def __init__(self, runs: RunDirectory, size: int = _REMEMBERED) -> None:
         super().__init__()
         self._runs = runs
         self._size = size
-        self._told: OrderedDict[str, None] = OrderedDict()
+        self._told: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         failure = classify(record)
         if failure is None:
             return True
-        if self._first(failure.run_id):
+        if not failure.echo and self._first((failure.run_id, failure.failure)):
             self._tell(failure)
         return False
 
-    def _first(self, run_id: str) -> bool:
+    def _first(self, key: tuple[str, str]) -> bool:
         with self._lock:
-            if run_id in self._told:
-                self._told.move_to_end(run_id)
+            if key in self._told:
+                self._told.move_to_end(key)
                 return False
-            self._told[run_id] = None
+            self._told[key] = None
             while len(self._told) > self._size:
                 self._told.popitem(last=False)
             return True
@@ -196,7 +211,7 @@ class TaskFailureLog(logging.Filter):
             kind=failure.kind,
             error=failure.error,
             failure=failure.failure,
-            note="Temporal retries it until the code is fixed; logged once per run",
+            note="Temporal retries it until the code is fixed; told once per run and failure",
             exc_info=failure.exc_info,
         )
 

@@ -8,15 +8,17 @@ a minute where ops look: ``GET /v1/ops/stranded-workflows``, the
 ``workflow task failing`` line in the worker's log, however often the task is retried.
 
 The worker is the production wiring (``build_worker`` on a client with the worker's SDK
-runtime) with the test's workflows added. Their workflow task timeout is 3 s instead of
-10 s: Temporal counts the retry's timeout as the second problem, so this only shortens the
-wait.
+runtime, payloads encrypted) with the test's workflows added. Their workflow task timeout
+is 3 s instead of 10 s: Temporal counts the retry's timeout as the second problem, so
+this only shortens the wait.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,9 @@ def settings(database_url: str, dev_server: WorkflowEnvironment, task_queue: str
         dev_server.client.service_client.config.target_host,
         task_queue,
         stranded_check_every=timedelta(seconds=1),
+        # As in production: failure messages are encrypted in Temporal, and still readable
+        # in the listing.
+        payload_keys="k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
     )
 
 
