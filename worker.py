@@ -26,6 +26,7 @@ from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
+from services import task_failure_log
 from services.messaging import Messaging
 from services.schedules import ensure_time_trigger_schedule
 from services.templates import Renderer
@@ -59,11 +60,15 @@ def build_worker(
     )
     journeys = JourneyActivities(settings, sessionmaker)
     orders = OrderActivities(settings, sessionmaker)
+    # One log line per failing workflow run instead of one per retry; nondeterminism
+    # reaches it when the client runs on task_failure_log.worker_runtime().
+    task_failure_log.install()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
         workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
+        interceptors=[task_failure_log.RunDirectoryInterceptor()],
         activities=[
             carts.prepare_cart,
             messaging.send_message,
@@ -81,7 +86,7 @@ async def connect_with_retry(settings: Settings) -> Client:
     delay = 1.0
     while True:
         try:
-            return await connect(settings)
+            return await connect(settings, runtime=task_failure_log.worker_runtime())
         except Exception as exc:  # the server may still be starting
             log.warning(
                 "Temporal at %s not reachable (%s); retrying", settings.temporal_address, exc

@@ -21,6 +21,7 @@ from api import (
     health,
     messages,
     openapi,
+    ops,
     orders,
     payment_webhooks,
     privacy,
@@ -41,6 +42,7 @@ from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.api_keys import KeyCache, ensure_bootstrap_key
 from services.dispatcher import Dispatcher, running
+from services.stranded import StrandedMonitor, monitoring
 from services.templates import Renderer
 from services.temporal import FAIL_FAST, connect
 
@@ -73,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Lazy: the API must start, and accept events, while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True, retry_config=FAIL_FAST)
         app.state.dispatcher = None
+        app.state.stranded = StrandedMonitor(settings, app.state.temporal)
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(monitoring(app.state.stranded))
             if settings.dispatcher_enabled:
                 app.state.dispatcher = Dispatcher(settings, sessionmaker, app.state.temporal)
                 await stack.enter_async_context(running(app.state.dispatcher))
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys.router,
         codec.router,
         audit.router,
+        ops.router,
     ):
         app.include_router(router)
     openapi.install(app)

@@ -49,13 +49,21 @@ async def readyz(request: Request) -> JSONResponse:
     checks["dispatcher"] = (
         "leader" if dispatcher and dispatcher.is_leader else "standby" if dispatcher else "off"
     )
+    # Stranded workflows are reported, never a reason to take the API out of rotation.
+    monitor = getattr(request.app.state, "stranded", None)
+    stranded = {"stranded_workflows": monitor.count if monitor else None}
     down = [name for name in ("database", "temporal") if checks[name] != "ok"]
     if down:
         return JSONResponse(
-            {"error": "not_ready", "detail": f"unavailable: {', '.join(down)}", "checks": checks},
+            {
+                "error": "not_ready",
+                "detail": f"unavailable: {', '.join(down)}",
+                "checks": checks,
+                **stranded,
+            },
             status_code=503,
         )
-    return JSONResponse({"status": "ready", "checks": checks})
+    return JSONResponse({"status": "ready", "checks": checks, **stranded})
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

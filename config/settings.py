@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     dispatcher_concurrency: int = Field(default=64, ge=1)
     dispatcher_max_backoff: timedelta = timedelta(seconds=30)
     dispatcher_rpc_timeout: timedelta = timedelta(seconds=5)
+    # How often each API process asks Temporal for workflows whose tasks keep failing
+    # (the sutra_stranded_workflows gauge and /readyz's count).
+    stranded_check_every: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
 
     # Journeys.
     cart_idle_after: timedelta = timedelta(hours=1)

@@ -30,6 +30,7 @@ from contracts import search_attributes
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli
 from embedded.defaults import ensure_codec_key, install_default_rules
+from services import stranded
 
 ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -179,6 +180,7 @@ class Stack:
                 "error",
                 *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
                 *search_attributes.dev_server_args(),
+                *stranded.DEV_SERVER_ARGS,
             ],
         )
         _wait_for(

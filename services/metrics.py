@@ -29,3 +29,13 @@ WEBHOOKS = Counter(
     "Provider webhook deliveries by source and outcome",
     ["source", "outcome"],
 )
+STRANDED = Gauge(
+    "sutra_stranded_workflows",
+    "Running workflows whose workflow tasks keep failing (Temporal's TemporalReportedProblems),"
+    " by workflow type; the same in every API process",
+    ["workflow_type"],
+)
+STRANDED_CHECKED = Gauge(
+    "sutra_stranded_workflows_checked_timestamp_seconds",
+    "When this process last counted stranded workflows (stale: Temporal not answering)",
+)

@@ -11,6 +11,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, TLSConfig
 
 from config.settings import Settings
@@ -40,7 +41,11 @@ FAIL_FAST = RetryConfig(max_elapsed_time_millis=3000, max_retries=4)
 
 
 async def connect(
-    settings: Settings, *, lazy: bool = False, retry_config: RetryConfig | None = None
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    retry_config: RetryConfig | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     tls = tls_config(settings)
@@ -55,6 +60,7 @@ async def connect(
         data_converter=data_converter(settings),
         lazy=lazy,
         retry_config=retry_config,
+        runtime=runtime,
     )
 
 

@@ -35,6 +35,7 @@ from contracts import search_attributes
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli, temporal_test_server
+from services import stranded
 from tests.order_shop import ShopEndpoint
 from worker import build_worker
 
@@ -118,6 +119,7 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         search_attributes=search_attributes.ALL,
         dev_server_log_level="error",
+        dev_server_extra_args=list(stranded.DEV_SERVER_ARGS),
     )
     yield env
     await env.shutdown()

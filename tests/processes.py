@@ -26,6 +26,7 @@ import httpx
 
 from contracts import search_attributes
 from embedded.binaries import temporal_cli
+from services import stranded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,6 +140,7 @@ class DevServer(_Process):
                 "--log-level",
                 "error",
                 *search_attributes.dev_server_args(),
+                *stranded.DEV_SERVER_ARGS,
             ]
         )
         deadline = time.monotonic() + timeout

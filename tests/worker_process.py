@@ -9,6 +9,7 @@ import sys
 
 from config.settings import get_settings
 from db.engine import create_engine, create_sessionmaker
+from services.task_failure_log import worker_runtime
 from services.temporal import connect
 from tests.messaging_workflow import MessageTestWorkflow
 from worker import build_worker
@@ -16,7 +17,7 @@ from worker import build_worker
 
 async def main() -> None:
     settings = get_settings()
-    client = await connect(settings)
+    client = await connect(settings, runtime=worker_runtime())
     engine = create_engine(settings)
     worker = build_worker(
         client,
