@@ -114,7 +114,8 @@ class TwilioMessaging:
             return call(**params)
         except TwilioRestException as exc:
             code = int(exc.code) if exc.code else None
-            raise _classify(exc.status, code, exc.msg, self._http.last_headers()) from exc
+            status = int(exc.status or 0)
+            raise _classify(status, code, exc.msg, self._http.last_headers()) from exc
         except TwilioException as exc:
             # A list page that failed: the SDK raises its base class with the bare response.
             response = next((a for a in exc.args if isinstance(a, Response)), None)
