@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -10,6 +10,9 @@ from temporalio.exceptions import ApplicationError
 from channels.base import TransientSendError
 from contracts.messages import SEND_MESSAGE, SendMessageInput, SendMessageResult
 from services.messaging import AwaitingProvider, Messaging
+
+# "Retry-After: 0" (or a date already past) still gets a breath between attempts.
+MIN_RETRY_DELAY = timedelta(seconds=1)
 
 
 class MessagingActivities:
@@ -28,4 +31,16 @@ class MessagingActivities:
         except AwaitingProvider as exc:
             raise ApplicationError(str(exc), type="AwaitingProvider") from exc
         except TransientSendError as exc:
-            raise ApplicationError(f"{exc.code}: {exc.message}", type="TransientSendError") from exc
+            raise ApplicationError(
+                f"{exc.code}: {exc.message}",
+                type="TransientSendError",
+                next_retry_delay=self._delay(exc.retry_after),
+            ) from exc
+
+    def _delay(self, asked: timedelta | None) -> timedelta | None:
+        """The provider's Retry-After, bounded, replaces the retry policy's next interval;
+        without one, the policy's exponential backoff applies."""
+        if asked is None:
+            return None
+        ceiling = self._messaging.settings.provider_retry_after_max
+        return min(max(asked, MIN_RETRY_DELAY), ceiling)

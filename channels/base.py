@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 from uuid import UUID
+
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 from contracts.messages import CHANNELS, Channel, Kind
 
@@ -54,13 +58,47 @@ class PermanentSendError(Exception):
 
 
 class TransientSendError(Exception):
-    """Worth retrying. ``not_sent`` is True only when the provider certainly got nothing."""
+    """Worth retrying. ``not_sent`` is True only when the provider certainly got nothing.
 
-    def __init__(self, code: str, message: str, *, not_sent: bool = False) -> None:
+    ``answered``: the provider sent back an error (rather than the call timing out or
+    breaking), so whatever it did with the request is done and a lookup now sees it.
+    ``retry_after``: how long the provider asked us to wait (its ``Retry-After``)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        not_sent: bool = False,
+        answered: bool = False,
+        retry_after: timedelta | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.not_sent = not_sent
+        self.answered = answered
+        self.retry_after = retry_after
+
+
+def answered(status: int) -> bool:
+    """Whether an HTTP error came from the provider's application, which is done with the
+    request, rather than from a gateway in front of it (502, 504), behind which the
+    request may still be running."""
+    return status not in (502, 504)
+
+
+def retry_after(headers: Mapping[str, Any] | None) -> timedelta | None:
+    """A response's ``Retry-After`` (delay-seconds or an HTTP-date), if it has a usable one."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        # urllib3's parser reads both forms; a date in the past is zero seconds.
+        seconds = Retry().parse_retry_after(str(value))
+    except InvalidHeader:
+        return None
+    return timedelta(seconds=seconds)
 
 
 class ChannelAdapter(Protocol):

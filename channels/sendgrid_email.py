@@ -30,6 +30,8 @@ from channels.base import (
     Receipt,
     Suppress,
     TransientSendError,
+    answered,
+    retry_after,
 )
 from config.settings import Settings
 
@@ -100,8 +102,16 @@ def _classify(exc: HTTPError) -> Exception:
     status = int(getattr(exc, "status_code", 0) or 0)
     detail = _error_text(getattr(exc, "body", b""))
     if status == 429 or status >= 500:
-        # SendGrid answers 202 when it takes a message; an error answer means it did not.
-        return TransientSendError(str(status), detail, not_sent=True)
+        # 429 (rate limit) and 503 (API unavailable) turn a request away before SendGrid
+        # queues it. Any other 5xx came from a request it was processing and may have
+        # queued: left "sending", for its event webhook to tell.
+        return TransientSendError(
+            str(status),
+            detail,
+            not_sent=status in (429, 503),
+            answered=answered(status),
+            retry_after=retry_after(getattr(exc, "headers", None)),
+        )
     suppress = None
     if status == 400 and "does not contain a valid address" in detail:
         suppress = Suppress(scope="all", reason="invalid")

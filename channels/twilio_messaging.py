@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from channels.base import (
@@ -19,8 +22,12 @@ from channels.base import (
     Receipt,
     Suppress,
     TransientSendError,
+    answered,
+    retry_after,
 )
 from config.settings import Settings
+
+T = TypeVar("T")
 
 # Twilio error codes that mean the address must not be messaged again on this channel.
 _SUPPRESSING: dict[int, Suppress] = {
@@ -31,6 +38,26 @@ _SUPPRESSING: dict[int, Suppress] = {
     63014: Suppress(scope="all", reason="blocked"),  # WhatsApp: the user blocked the sender
     63024: Suppress(scope="all", reason="invalid"),  # WhatsApp: invalid recipient
 }
+
+
+class _HeaderKeepingClient(TwilioHttpClient):
+    """The SDK's ``TwilioRestException`` keeps the status and Twilio's error code but not
+    the response headers, and the client's own ``last_response`` is shared by every thread.
+    This keeps each thread's last response headers, so a 429's ``Retry-After`` survives."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        self._local.headers = None
+        response = super().request(*args, **kwargs)
+        self._local.headers = response.headers
+        return response
+
+    def last_headers(self) -> Mapping[str, Any] | None:
+        headers: Mapping[str, Any] | None = getattr(self._local, "headers", None)
+        return headers
 
 
 def whatsapp_address(number: str) -> str:
@@ -46,10 +73,11 @@ class TwilioMessaging:
         assert settings.twilio_account_sid
         assert settings.twilio_auth_token
         self.channel = channel
+        self._http = _HeaderKeepingClient(timeout=settings.provider_timeout.total_seconds())
         self._client = client or Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
-            http_client=TwilioHttpClient(timeout=settings.provider_timeout.total_seconds()),
+            http_client=self._http,
         )
         self._client.api.base_url = settings.twilio_api_base_url
         self._service = settings.twilio_messaging_service_sid
@@ -81,12 +109,26 @@ class TwilioMessaging:
             params["status_callback"] = message.status_callback_url
         return params
 
+    def _call(self, call: Callable[..., T], /, **params: Any) -> T:
+        """One SDK call, in a worker thread: the thread that saw the response's headers."""
+        try:
+            return call(**params)
+        except TwilioRestException as exc:
+            code = int(exc.code) if exc.code else None
+            status = int(exc.status or 0)
+            raise _classify(status, code, exc.msg, self._http.last_headers()) from exc
+        except TwilioException as exc:
+            # A list page that failed: the SDK raises its base class with the bare response.
+            response = next((a for a in exc.args if isinstance(a, Response)), None)
+            if response is None:
+                raise
+            code, msg = _error_body(response.text)
+            raise _classify(response.status_code, code, msg, response.headers) from exc
+
     async def send(self, message: OutgoingMessage) -> Receipt:
         params = self.params(message)
         try:
-            created = await asyncio.to_thread(self._client.messages.create, **params)
-        except TwilioRestException as exc:
-            raise _classify(exc) from exc
+            created = await asyncio.to_thread(self._call, self._client.messages.create, **params)
         except requests.ConnectionError as exc:
             # A refused or unresolvable connection never reached Twilio; a read timeout may have.
             not_sent = not isinstance(exc, requests.ReadTimeout)
@@ -99,9 +141,9 @@ class TwilioMessaging:
         """Twilio keeps every message: look for ours among the latest to this number."""
         to = self._to(message)
         try:
-            recent = await asyncio.to_thread(self._client.messages.list, to=to, limit=50)
-        except TwilioRestException as exc:
-            raise _classify(exc) from exc
+            recent = await asyncio.to_thread(
+                self._call, self._client.messages.list, to=to, limit=50
+            )
         except requests.RequestException as exc:
             raise TransientSendError("network", str(exc)) from exc
         # Clocks differ a little; a minute of slack cannot mistake another step's message,
@@ -118,12 +160,26 @@ class TwilioMessaging:
         return None
 
 
-def _classify(exc: TwilioRestException) -> Exception:
-    status = int(exc.status or 0)
-    code = int(exc.code) if exc.code else status
-    if status == 429:
-        return TransientSendError(str(code), exc.msg or "", not_sent=True)
-    if status >= 500:
-        # Rarely, Twilio keeps a message it answered 5xx for: leave it to the lookup.
-        return TransientSendError(str(code), exc.msg or "")
-    return PermanentSendError(str(code), exc.msg or "", suppress=_SUPPRESSING.get(code))
+def _classify(
+    status: int, code: int | None, msg: str | None, headers: Mapping[str, Any] | None
+) -> Exception:
+    code = code or status
+    if status == 429 or status >= 500:
+        # A 429 turns the request away. Twilio may keep a message it answered 5xx for:
+        # that one is left "sending", for the lookup on retry to find.
+        return TransientSendError(
+            str(code),
+            msg or "",
+            not_sent=status == 429,
+            answered=answered(status),
+            retry_after=retry_after(headers),
+        )
+    return PermanentSendError(str(code), msg or "", suppress=_SUPPRESSING.get(code))
+
+
+def _error_body(text: str) -> tuple[int | None, str]:
+    try:
+        body = json.loads(text)
+        return int(body["code"]), str(body.get("message") or "")
+    except (ValueError, KeyError, TypeError):
+        return None, text[:500]

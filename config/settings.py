@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None
     sms_dlt_entity_id: str | None = None
     provider_timeout: timedelta = timedelta(seconds=10)
+    # The longest a provider's Retry-After may hold back a send's next attempt: a bad or
+    # far-off value must not park a message for hours.
+    provider_retry_after_max: timedelta = timedelta(minutes=10)
 
     # Rules whose incentives come from the shop call this endpoint (HMAC-signed).
     coupon_webhook_url: str | None = None

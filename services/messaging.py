@@ -67,6 +67,19 @@ class _Defer:
 
 
 @dataclass
+class _Call:
+    """A provider call about to be made (or looked up, when ``ambiguous``)."""
+
+    outgoing: OutgoingMessage
+    adapter: ChannelAdapter
+    message_id: Any
+    started: datetime
+    call_at: datetime | None  # when the row's latest provider call began
+    ambiguous: bool
+    answered: bool
+
+
+@dataclass
 class _Suppress:
     channel: Channel | None
     reason: str
@@ -120,8 +133,34 @@ class Messaging:
         return result
 
     async def _send(self, input: SendMessageInput, now: datetime | None) -> SendMessageResult:
-        request = input.request
         now = now or datetime.now(UTC)
+        call = await self._prepare(input, now)
+        if isinstance(call, SendMessageResult):
+            return call
+        if call.ambiguous:
+            receipt = await self._reconcile(call, now)
+            if receipt is not None:
+                return await self._record_sent(call.message_id, receipt.provider_message_id, now)
+            # The provider does not have it: as good as queued, so decided afresh. A retry
+            # can come long after the first try (a provider storm), maybe in quiet hours.
+            call = await self._prepare(input, now, resolved=call)
+            if isinstance(call, SendMessageResult):
+                return call
+        try:
+            receipt = await call.adapter.send(call.outgoing)
+        except PermanentSendError as exc:
+            return await self._record_failed(call.message_id, call.outgoing, exc, now)
+        except TransientSendError as exc:
+            await self._note_transient(call.message_id, exc)
+            raise
+        return await self._record_sent(call.message_id, receipt.provider_message_id, now)
+
+    async def _prepare(
+        self, input: SendMessageInput, now: datetime, resolved: _Call | None = None
+    ) -> _Call | SendMessageResult:
+        """Decide and record, committed before any provider call. ``resolved``: the
+        ambiguous call that was shown not to be at the provider; decide it again."""
+        request = input.request
         async with self.sessionmaker() as session, session.begin():
             # The customer row lock serialises this customer's sends, so two journeys
             # cannot both slip under the frequency cap.
@@ -134,8 +173,12 @@ class Messaging:
             if row is None:
                 row = self._new_row(input)
                 session.add(row)
-            ambiguous = row.status == "sending"
             last_call = _provider_call_at(row)
+            if resolved and row.status == "sending" and last_call != resolved.call_at:
+                # An attempt that outlived its timeout has called the provider since.
+                raise AwaitingProvider(f"send of {row.id} was started again meanwhile")
+            ambiguous = row.status == "sending" and resolved is None
+            answered = bool((row.details or {}).get(_ANSWERED))
             if not ambiguous:
                 if customer is None:
                     decision: _Go | _Defer | _Suppress = _Suppress(None, "unknown customer")
@@ -166,30 +209,24 @@ class Messaging:
                 self._fill(row, decision)
                 row.status, row.reason, row.deferred_until = "sending", None, None
                 row.sending_started_at = now
-                row.details = {**(row.details or {}), _CALL_AT: now.isoformat()}
-            row.provider_attempts += 1
+                details = {k: v for k, v in (row.details or {}).items() if k != _ANSWERED}
+                row.details = {**details, _CALL_AT: now.isoformat()}
+            if resolved is None:  # one attempt that reached the provider, lookup or send
+                row.provider_attempts += 1
             outgoing = self._outgoing(row)
             adapter = self.adapters[outgoing.channel]
             row.provider = adapter.provider
             started = row.sending_started_at or now
-            message_id = row.id
-        # Committed: the ledger holds the message before any provider sees it.
-        if ambiguous:
-            receipt = await self._reconcile(
-                adapter, outgoing, message_id, started, last_call or started, now
+            # Committed on leaving: the ledger holds the message before any provider sees it.
+            return _Call(
+                outgoing=outgoing,
+                adapter=adapter,
+                message_id=row.id,
+                started=started,
+                call_at=last_call,
+                ambiguous=ambiguous,
+                answered=answered,
             )
-            if receipt is not None:
-                return await self._record_sent(message_id, receipt.provider_message_id, now)
-            await self._note_call(message_id, now)  # calling again: the clock restarts
-        try:
-            receipt = await adapter.send(outgoing)
-        except PermanentSendError as exc:
-            return await self._record_failed(message_id, outgoing, exc, now)
-        except TransientSendError as exc:
-            if exc.not_sent:
-                await self._mark(message_id, status="queued", error_code=exc.code)
-            raise
-        return await self._record_sent(message_id, receipt.provider_message_id, now)
 
     def _new_row(self, input: SendMessageInput) -> Message:
         request = input.request
@@ -396,23 +433,23 @@ class Messaging:
             categories=(row.template, row.kind),
         )
 
-    async def _reconcile(
-        self,
-        adapter: ChannelAdapter,
-        outgoing: OutgoingMessage,
-        message_id: Any,
-        started: datetime,
-        last_call: datetime,
-        now: datetime,
-    ) -> Receipt | None:
-        """An earlier attempt started a provider call and vanished. Did the provider get it?"""
+    async def _reconcile(self, call: _Call, now: datetime) -> Receipt | None:
+        """An earlier attempt started a provider call and vanished, or got an error that
+        does not say whether the provider kept the message. Did the provider get it?"""
+        adapter, outgoing, message_id, started = (
+            call.adapter,
+            call.outgoing,
+            call.message_id,
+            call.started,
+        )
         if adapter.can_look_up:
             receipt = await adapter.find_sent(outgoing, since=started)
             # A call that timed out on our side may still be on its way into the provider
             # (queued, slow): "not found" only means "not sent" once it cannot land anymore.
+            # A call the provider answered (a 500) is over: the lookup already knows.
             settle = self.settings.provider_timeout * 3
-            waited = now - last_call
-            if receipt is None and waited < settle:
+            waited = now - (call.call_at or started)
+            if receipt is None and not call.answered and waited < settle:
                 await asyncio.sleep((settle - waited).total_seconds())
                 receipt = await adapter.find_sent(outgoing, since=started)
             log.info("send of %s was cut off; provider has it: %s", message_id, bool(receipt))
@@ -470,22 +507,25 @@ class Messaging:
                 )
             return _result(row)
 
-    async def _note_call(self, message_id: Any, now: datetime) -> None:
+    async def _note_transient(self, message_id: Any, exc: TransientSendError) -> None:
+        """A refused call leaves the row ``queued`` (the provider has nothing); any other
+        stays ``sending`` for the next attempt to look up or wait out."""
         async with self.sessionmaker() as session, session.begin():
             row = await session.get(Message, message_id, with_for_update=True)
-            if row is not None:
-                row.details = {**(row.details or {}), _CALL_AT: now.isoformat()}
-
-    async def _mark(self, message_id: Any, *, status: str, error_code: str | None) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            row = await session.get(Message, message_id, with_for_update=True)
-            if row is not None and row.status == "sending":
-                row.status, row.error_code = status, error_code
+            if row is None or row.status != "sending":
+                return
+            row.error_code = exc.code
+            if exc.not_sent:
+                row.status = "queued"
+            elif exc.answered:
+                row.details = {**(row.details or {}), _ANSWERED: True}
 
 
 # When the latest provider call of a message began (details): a cut-off call younger than a
 # few provider timeouts may still land, so a lookup that misses it proves nothing yet.
 _CALL_AT = "provider_call_at"
+# Set when that call ended in an error answer from the provider itself (not a timeout).
+_ANSWERED = "provider_answered"
 
 
 def _provider_call_at(row: Message) -> datetime | None:

@@ -3,6 +3,7 @@ check every request against the providers' own OpenAPI documents."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from channels.twilio_messaging import TwilioMessaging
 from config.settings import Environment, Settings
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
+from tests.providers.storm import Phase
 
 
 def _settings(**values: object) -> Settings:
@@ -138,6 +140,43 @@ async def test_sendgrid_errors_are_sorted_permanent_or_transient(
     assert "does not contain a valid address" in raised.message
 
 
+async def test_a_rate_limited_sendgrid_says_how_long_to_wait_in_seconds_or_as_a_date(
+    fake_sendgrid: FakeSendGrid,
+):
+    fake_sendgrid.start_storm(
+        Phase(429, requests=1, retry_after=7),
+        Phase(503, requests=1, retry_after=30, http_date=True),
+    )
+    adapter = sendgrid(fake_sendgrid)
+
+    with pytest.raises(TransientSendError) as limited:
+        await adapter.send(email())
+    with pytest.raises(TransientSendError) as unavailable:
+        await adapter.send(email())
+
+    assert limited.value.retry_after == timedelta(seconds=7)
+    assert unavailable.value.retry_after is not None
+    assert timedelta(seconds=28) < unavailable.value.retry_after <= timedelta(seconds=30)
+    # Both turned the mail away: it may be sent again without asking anyone.
+    assert limited.value.not_sent
+    assert unavailable.value.not_sent
+    assert fake_sendgrid.requests == []
+
+
+async def test_a_sendgrid_500_is_not_taken_for_a_refusal_since_sendgrid_may_have_the_mail(
+    fake_sendgrid: FakeSendGrid,
+):
+    fake_sendgrid.start_storm(Phase(500, requests=1, accept=True))
+
+    with pytest.raises(TransientSendError) as caught:
+        await sendgrid(fake_sendgrid).send(email())
+
+    assert not caught.value.not_sent
+    assert caught.value.answered
+    assert caught.value.retry_after is None
+    assert len(fake_sendgrid.requests) == 1
+
+
 async def test_sms_request_names_recipient_sender_body_and_callback(fake_twilio: FakeTwilio):
     message = sms()
 
@@ -214,6 +253,59 @@ async def test_a_cut_off_twilio_send_is_found_again(fake_twilio: FakeTwilio):
     assert found is not None
     assert found.provider_message_id == receipt.provider_message_id
     assert missing is None
+
+
+async def test_a_rate_limited_twilio_says_how_long_to_wait_for_sends_and_lookups(
+    fake_twilio: FakeTwilio,
+):
+    fake_twilio.start_storm(Phase(429, requests=2, retry_after=3))
+    adapter = twilio(fake_twilio)
+    message = sms()
+
+    with pytest.raises(TransientSendError) as sending:
+        await adapter.send(message)
+    with pytest.raises(TransientSendError) as looking:
+        await adapter.find_sent(message, since=datetime.now(UTC))
+
+    assert sending.value.retry_after == timedelta(seconds=3)
+    assert looking.value.retry_after == timedelta(seconds=3)
+    assert sending.value.not_sent
+    assert fake_twilio.messages == []
+
+
+async def test_each_concurrent_twilio_error_keeps_its_own_retry_after(fake_twilio: FakeTwilio):
+    """The SDK's client is shared by the threads sending at once."""
+    fake_twilio.start_storm(*(Phase(429, requests=1, retry_after=n) for n in range(1, 9)))
+    adapter = twilio(fake_twilio)
+
+    async def refused(n: int) -> TransientSendError:
+        with pytest.raises(TransientSendError) as caught:
+            await adapter.send(sms(to=f"+9230012300{n:02d}"))
+        return caught.value
+
+    errors = await asyncio.gather(*(refused(n) for n in range(8)))
+
+    answered = {c.to: c.retry_after for c in fake_twilio.calls}
+    assert {e.retry_after: answered[f"+9230012300{n:02d}"] for n, e in enumerate(errors)} == {
+        timedelta(seconds=s): str(s) for s in range(1, 9)
+    }
+
+
+async def test_a_twilio_500_for_a_message_it_kept_is_found_by_the_lookup(fake_twilio: FakeTwilio):
+    fake_twilio.start_storm(Phase(500, requests=1, accept=True))
+    adapter = twilio(fake_twilio)
+    since = datetime.now(UTC)
+    message = sms()
+
+    with pytest.raises(TransientSendError) as caught:
+        await adapter.send(message)
+    found = await adapter.find_sent(message, since=since)
+
+    assert not caught.value.not_sent  # Twilio may have it: the lookup decides
+    assert caught.value.answered
+    [kept] = fake_twilio.messages
+    assert found is not None
+    assert found.provider_message_id == kept.sid
 
 
 def test_the_fakes_refuse_what_the_providers_would(fake_twilio: FakeTwilio):

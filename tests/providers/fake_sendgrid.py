@@ -1,11 +1,12 @@
 """A fake SendGrid Mail Send endpoint: validates what the real SDK sends, records it,
-answers like SendGrid, and can fail or hang on demand."""
+answers like SendGrid, and can fail, hang or storm on demand."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from tests.providers.openapi import violations
+from tests.providers.storm import Call, Phase, Storm
 
 
 @dataclass
@@ -48,6 +50,9 @@ class FakeSendGrid:
         self._hold: threading.Event | None = None
         self._drop_held = False
         self.held = threading.Semaphore(0)
+        self.storm = Storm()
+        # Every Mail Send it answered, in order (``requests`` holds the mail it kept).
+        self.calls: list[Call] = []
 
     def start(self) -> FakeSendGrid:
         self.server.start()
@@ -63,6 +68,8 @@ class FakeSendGrid:
         self.violations.clear()
         self._failures.clear()
         self.held = threading.Semaphore(0)
+        self.storm = Storm()
+        self.calls.clear()
 
     def stop(self) -> None:
         self.release()
@@ -78,6 +85,10 @@ class FakeSendGrid:
         default = {"errors": [{"message": "injected failure", "field": None, "help": None}]}
         with self._lock:
             self._failures.append(_Failure(status, body or default, times))
+
+    def start_storm(self, *phases: Phase) -> None:
+        """From now on, answer as the phases say, one after the other (then normally)."""
+        self.storm.add(*phases)
 
     def hold(self, *, drop: bool = False) -> None:
         """Block the next requests until ``release()``. Held requests are recorded first
@@ -121,21 +132,63 @@ class FakeSendGrid:
                     self._failures.pop(0)
         if failure is not None:
             return _json(failure.status, failure.body)
-        hold, drop = self._hold, self._drop_held
         message_id = uuid.uuid4().hex[:22]
         mail = RecordedMail(
             json=json.loads(request.get_data()),
             headers=dict(request.headers),
             message_id=message_id,
         )
+        phase = self.storm.strike()
+        if phase is not None:
+            if phase.accept:
+                self.requests.append(mail)
+            headers = phase.headers()
+            self._log(mail, phase, headers.get("Retry-After"))
+            response = _json(phase.status, _STORM_ERRORS.get(phase.status, _STORM_ERRORS[500]))
+            response.headers.update(headers)
+            return response
+        hold, drop = self._hold, self._drop_held
         if hold is None or not drop:
             self.requests.append(mail)
+            self._log(mail, None, None)
         if hold is not None:
             self.held.release()
             hold.wait(timeout=60)
             if drop:
                 return _json(503, {"errors": [{"message": "dropped", "field": None, "help": None}]})
         return Response(status=202, headers={"X-Message-Id": message_id})
+
+    def _log(self, mail: RecordedMail, phase: Phase | None, retry_after: str | None) -> None:
+        """``phase``: the storm's answer; None: 202, kept."""
+        to = mail.to[0] if mail.to else None
+        if phase is None:
+            self.calls.append(Call(time.monotonic(), "POST", to, 202, kept=True))
+            return
+        self.calls.append(
+            Call(
+                time.monotonic(),
+                "POST",
+                to,
+                phase.status,
+                retry_after=retry_after,
+                asked=phase.asked,
+                kept=phase.accept,
+            )
+        )
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "field": None, "help": None}]}
+
+
+# What SendGrid says with each status of a storm.
+_STORM_ERRORS = {
+    429: _error("too many requests"),
+    500: _error("internal error"),
+    502: _error("bad gateway"),
+    503: _error("service unavailable"),
+    504: _error("gateway timeout"),
+}
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:

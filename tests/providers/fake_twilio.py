@@ -1,5 +1,6 @@
 """A fake Twilio Messages API (SMS and WhatsApp): validates what the real SDK sends,
-keeps every message like Twilio does (so it can be listed), fails or hangs on demand."""
+keeps every message like Twilio does (so it can be listed), fails, hangs or storms on
+demand."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from tests.providers.openapi import violations
+from tests.providers.storm import Call, Phase, Storm
 
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "twilio-test-auth-token"
@@ -85,6 +88,9 @@ class FakeTwilio:
         self._hold: threading.Event | None = None
         self._drop_held = False
         self.held = threading.Semaphore(0)
+        self.storm = Storm()
+        # Every request it answered, sends and lookups, in order.
+        self.calls: list[Call] = []
 
     def start(self) -> FakeTwilio:
         self.server.start()
@@ -108,6 +114,8 @@ class FakeTwilio:
         self._failures.clear()
         self.posts = 0
         self.held = threading.Semaphore(0)
+        self.storm = Storm()
+        self.calls.clear()
 
     def stop(self) -> None:
         self.release()
@@ -122,6 +130,10 @@ class FakeTwilio:
     def fail_next(self, status: int, code: int, message: str = "injected", times: int = 1) -> None:
         with self._lock:
             self._failures.append(_Failure(status, code, message, times))
+
+    def start_storm(self, *phases: Phase) -> None:
+        """From now on, answer sends and lookups as the phases say, one after the other."""
+        self.storm.add(*phases)
 
     def hold(self, *, drop: bool = False) -> None:
         """Block the next sends until ``release()``. A held message is stored first (Twilio
@@ -150,6 +162,24 @@ class FakeTwilio:
         }
         return Response(json.dumps(body), status=status, content_type="application/json")
 
+    def _stormed(self, phase: Phase, method: str, to: str | None, kept: bool = False) -> Response:
+        headers = phase.headers()
+        self.calls.append(
+            Call(
+                time.monotonic(),
+                method,
+                to,
+                phase.status,
+                headers.get("Retry-After"),
+                phase.asked,
+                kept,
+            )
+        )
+        code, message = _STORM_ERRORS.get(phase.status, _STORM_ERRORS[500])
+        response = self._error(phase.status, code, message)
+        response.headers.update(headers)
+        return response
+
     def _check(self, request: Request, template: str | None) -> Response | None:
         problems = violations("twilio", request, template)
         if problems:
@@ -177,6 +207,9 @@ class FakeTwilio:
                     self._failures.pop(0)
         if failure is not None:
             return self._error(failure.status, failure.code, failure.message)
+        phase = self.storm.strike()
+        if phase is not None and not phase.accept:
+            return self._stormed(phase, "POST", form["To"])
         variables = form.get("ContentVariables")
         message = StoredMessage(
             sid="SM" + uuid.uuid4().hex,
@@ -189,9 +222,13 @@ class FakeTwilio:
             status_callback=form.get("StatusCallback"),
             form=form,
         )
+        if phase is not None:  # accepted, then answered with an error
+            self.messages.append(message)
+            return self._stormed(phase, "POST", form["To"], kept=True)
         hold, drop = self._hold, self._drop_held
         if hold is None or not drop:
             self.messages.append(message)
+            self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
         if hold is not None:
             self.held.release()
             hold.wait(timeout=60)
@@ -208,6 +245,10 @@ class FakeTwilio:
         if refused is not None:
             return refused
         to, sender = request.args.get("To"), request.args.get("From")
+        phase = self.storm.strike()
+        if phase is not None:
+            return self._stormed(phase, "GET", to)
+        self.calls.append(Call(time.monotonic(), "GET", to, 200))
         after = request.args.get("DateSent>")
         found = [
             m
@@ -240,6 +281,9 @@ class FakeTwilio:
         refused = self._check(request, None)
         if refused is not None:
             return refused
+        phase = self.storm.strike()
+        if phase is not None:
+            return self._stormed(phase, "GET", None)
         sid = request.path.rsplit("/", 1)[1].removesuffix(".json")
         for message in self.messages:
             if message.sid == sid:
@@ -247,6 +291,16 @@ class FakeTwilio:
                     json.dumps(message.resource(self.account_sid)), content_type="application/json"
                 )
         return self._error(404, 20404, f"The requested resource {request.path} was not found")
+
+
+# Twilio's error code and message for each status of a storm.
+_STORM_ERRORS = {
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    502: (20502, "Bad Gateway"),
+    503: (20503, "Service Unavailable"),
+    504: (20504, "Gateway Timeout"),
+}
 
 
 def _parse(value: str) -> datetime:
