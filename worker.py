@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -51,6 +52,7 @@ def build_worker(
     settings: Settings | None = None,
     *,
     extra_workflows: Sequence[type] = (),
+    **worker_options: Any,
 ) -> Worker:
     """The production wiring; tests build their workers with this too."""
     settings = settings or get_settings()
@@ -79,6 +81,7 @@ def build_worker(
             *FanoutActivities(client, task_queue, sessionmaker, settings).all(),
             *SweepActivities(client, sessionmaker, task_queue).all(),
         ],
+        **worker_options,
     )
 
 

@@ -37,7 +37,9 @@ import psycopg
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
+import workflows
 from contracts import workflow_ids
 from contracts.carts import CartState
 from contracts.lifecycle import LifecycleState
@@ -482,6 +484,12 @@ async def test_journeys_survive_worker_and_api_kills_and_send_everything_exactly
                     f" {report}; API calls retried {sutra.retries};"
                     f" worker starts {worker.starts}, API starts {api.starts}"
                 )
+                # Every history the crash run left must replay on today's code: a worker
+                # restart mid-task is when a replay difference would strand a workflow.
+                touched = [workflow_ids.order(oid) for oid in order_ids]
+                touched += [workflow_ids.cart(cart_id) for _, cart_id, _ in carts]
+                touched += [workflow_ids.journey(welcome_rule, cid) for cid, _ in welcomes]
+                await _replays(temporal, touched, folder)
                 passed = True
                 for _, wid in [(c, workflow_ids.journey(welcome_rule, c)) for c, _ in welcomes]:
                     with contextlib.suppress(Exception):  # each waits days for an order
@@ -502,6 +510,19 @@ async def test_journeys_survive_worker_and_api_kills_and_send_everything_exactly
             shutil.rmtree(folder, ignore_errors=True)
         else:
             _say(f"logs kept in {folder}")
+
+
+async def _replays(temporal: Client, workflow_ids_: list[str], folder: Path) -> None:
+    replayer = Replayer(workflows=workflows.ALL, data_converter=temporal.data_converter)
+    broken = []
+    for wid in workflow_ids_:
+        history = await temporal.get_workflow_handle(wid).fetch_history()
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            kept = folder / f"{wid.replace('/', '_')}.json"
+            kept.write_text(history.to_json())
+            broken.append(f"{wid}: {result.replay_failure} (history in {kept})")
+    assert not broken, "\n".join(broken)
 
 
 def _mismatches(rows: list[dict[str, Any]], twilio: FakeTwilio, sendgrid: FakeSendGrid) -> str:
