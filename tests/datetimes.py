@@ -9,9 +9,14 @@ on the two overflowing days about once in 1.8 million draws: these put the edges
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import schemathesis
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
+from schemathesis.specs.openapi.formats import unregister_string_format
 
 # Offsets a parser accepts (±23:59 at most) and the ones around its limits.
 _OFFSETS = ("Z", "z", "+00:00", "-00:00", "+00:01", "-00:01", "+01:00", "-01:00", "+05:30")
@@ -172,3 +177,42 @@ def edge_durations() -> st.SearchStrategy[str]:
             "PT",
         ]
     )
+
+
+_ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+
+@contextlib.contextmanager
+def dated_formats(*, edges_only: bool) -> Iterator[None]:
+    """schemathesis draws every ``format: date-time`` (``date``, ``time``, ``duration``)
+    from these while inside; ``edges_only=False`` mixes in ordinary values so the other
+    fields' generation still reaches the handlers."""
+    plain_moment = st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ).map(lambda d: d.isoformat().replace("+00:00", "Z"))
+    plain_duration = st.timedeltas(timedelta(seconds=1), timedelta(days=30)).map(
+        lambda d: str(_ISO_DURATION.dump_python(d, mode="json"))
+    )
+    formats = {
+        "date-time": edge_date_times() | any_date_time(),
+        "date": edge_dates(),
+        "time": edge_times(),
+        "duration": edge_durations(),
+    }
+    if not edges_only:
+        # Plain values first: hypothesis starts from a one_of's first branch, so the first
+        # events are stored and later cases find their customers and ids.
+        plain = {
+            "date-time": plain_moment,
+            "date": st.dates().map(str),
+            "time": st.times().map(lambda t: t.isoformat(timespec="minutes")),
+            "duration": plain_duration,
+        }
+        formats = {name: plain[name] | strategy for name, strategy in formats.items()}
+    for name, strategy in formats.items():
+        schemathesis.openapi.format(name, strategy)
+    try:
+        yield
+    finally:
+        for name in formats:
+            unregister_string_format(name)

@@ -38,18 +38,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.result import Err
-from schemathesis.specs.openapi.formats import unregister_string_format
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.events import EVENT_TYPES
 from tests.conftest import ADMIN_KEY
-from tests.datetimes import (
-    any_date_time,
-    edge_date_times,
-    edge_dates,
-    edge_durations,
-    edge_times,
-)
+from tests.datetimes import any_date_time, dated_formats
 from tests.factories import customer, item, uid
 from tests.processes import ApiProcess, processes, sutra_env
 from tests.providers.fake_payments import RAZORPAY_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
@@ -302,17 +295,8 @@ def test_drawn_date_times_never_crash_intake_and_accepted_ones_count_on_our_cloc
 
 @pytest.fixture(scope="module")
 def edge_formats() -> Iterator[None]:
-    formats = {
-        "date-time": edge_date_times() | any_date_time(),
-        "date": edge_dates(),
-        "time": edge_times(),
-        "duration": edge_durations(),
-    }
-    for name, strategy in formats.items():
-        schemathesis.openapi.format(name, strategy)
-    yield
-    for name in formats:
-        unregister_string_format(name)
+    with dated_formats(edges_only=True):
+        yield
 
 
 _FORMATS = {"date-time", "date", "time", "duration"}
@@ -482,3 +466,41 @@ def test_signed_webhooks_with_unix_times_past_a_date_time_are_refused_not_500(
                 elif response.status_code >= 400 and _error_shape_problems(response.json()):
                     problems.append(f"{path} at {value!r}: {response.text}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_rule_whose_durations_point_past_year_9999_is_refused_naming_each(
+    engine: ApiProcess,
+):
+    """now + P999999999D is no date-time: such a rule previewed with a 500 and would fail
+    its journeys' coupon and timer arithmetic. Ten years is the most a rule may say."""
+    huge = "P999999999D"
+    rule = {
+        "name": "Forever",
+        "trigger": {"event": "cart.abandoned", "after": huge},
+        "steps": [
+            {"wait": huge},
+            {
+                "send": {
+                    "channels": ["email"],
+                    "template": "cart_reminder_1",
+                    "incentive": {"percent_off": 5, "expires_in": huge},
+                }
+            },
+        ],
+        "attribution_window": huge,
+    }
+    with _Http(base_url=engine.url, headers=AUTH, timeout=30) as http:
+        response = http.post("/v1/rules", json=rule)
+        assert response.status_code == 422, response.text
+        assert not _error_shape_problems(response.json())
+        named = [f["loc"] for f in response.json()["fields"]]
+        assert named == [
+            ["trigger", "after"],
+            ["steps", 0, "wait"],
+            ["steps", 1, "send", "incentive", "expires_in"],
+            ["attribution_window"],
+        ]
+        ten_years = {**rule, "trigger": {"event": "cart.abandoned", "after": "P3650D"}}
+        ten_years["steps"] = [{"wait": "P3650D"}]
+        ten_years["attribution_window"] = "P3650D"
+        assert http.post("/v1/rules", json=ten_years).status_code == 201
