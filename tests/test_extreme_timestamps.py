@@ -1,34 +1,28 @@
-"""Extreme, malformed and skewed date-times sent to the engine from outside (issue 11).
+"""Extreme, malformed and skewed date-times in events, sent to the engine from outside
+(issue 11).
 
 The defect was found by fuzzing the running engine over HTTP: ``POST /v1/events/batch``
 with ``occurred_at`` ``9999-12-31T23:59:59-01:00`` answered 500 (in UTC that is year
-10000). So these tests start the API as production runs it (uvicorn in its own process,
-tests/processes.py) and talk to it only over HTTP:
+10000). So these tests start the API as production runs it (tests/outside.py) and talk to
+it only over HTTP:
 
 - every event type, alone and inside a batch, with date-times at the edges of what
   parses: the answer is 202, or 422 naming ``occurred_at`` (``events[i].occurred_at`` in
   a batch, whose other events are unaffected), and a refused event is not stored;
 - schemathesis over every operation whose request holds a date-time, date, time or
   duration anywhere, fed only edge values (tests/datetimes.py): never a 5xx, errors in
-  the documented shape;
-- signed provider webhooks (which no unsigned fuzzing reaches) with Unix times past
-  what a date-time holds: a 4xx, or a 200 that recorded a sane time.
+  the documented shape.
 
-``SUTRA_SOAK=1`` draws ten times as many examples.
+tests/test_dated_inputs.py covers the date-times outside events. ``SUTRA_SOAK=1`` draws
+ten times as many examples.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
-import tempfile
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,85 +38,20 @@ from schemathesis.core.result import Err
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.events import EARLIEST_OCCURRED_AT, EVENT_ADAPTER, EVENT_TYPES
-from services.templates import SAMPLES
-from tests.conftest import ADMIN_KEY
 from tests.datetimes import any_date_time, dated_formats
-from tests.factories import customer, item, uid
-from tests.processes import ApiProcess, processes, sutra_env
-from tests.providers.fake_payments import RAZORPAY_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
-from tests.providers.signing import SendGridSigner
+from tests.outside import AUTH, Http, event, outside_engine
+from tests.processes import ApiProcess
 from tests.test_fuzz_api import _error_shape_problems
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 EXAMPLES = 1000 if SOAK else 100
 OPERATION_EXAMPLES = 150 if SOAK else 15
-SIGNER = SendGridSigner()
-AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="module")
 def engine(database_url: str, dev_server: WorkflowEnvironment) -> Iterator[ApiProcess]:
-    """The API process, with every webhook secret set so signed bodies reach the parsers.
-    No dispatcher: what is under test is what intake accepts, not where it goes."""
-    folder = Path(tempfile.mkdtemp(prefix="sutra-extremes-"))
-    with processes() as started:
-        api = started.add(ApiProcess(folder, {}))
-        api.env = sutra_env(
-            database_url,
-            dev_server.client.service_client.config.target_host,
-            f"tq-{uid('extremes')}",
-            SUTRA_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
-            SUTRA_DISPATCHER_ENABLED="false",
-            SUTRA_RATE_LIMIT_PER_MINUTE="0",
-            SUTRA_RAZORPAY_WEBHOOK_SECRET=RAZORPAY_WEBHOOK_SECRET,
-            SUTRA_STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
-            SUTRA_SENDGRID_WEBHOOK_PUBLIC_KEY=SIGNER.public_key,
-        )
-        api.start()
+    with outside_engine(database_url, dev_server.client.service_client.config.target_host) as api:
         yield api
-
-
-class _Http(httpx.Client):
-    """A client that reports a dropped connection as an answer (599), not an exception:
-    the old code's crash closed the connection, and a test should say what it sent."""
-
-    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
-        try:
-            return super().request(*args, **kwargs)
-        except httpx.TransportError as exc:
-            return httpx.Response(599, json={"error": "connection_dropped", "detail": repr(exc)})
-
-
-def event(kind: str, occurred_at: Any) -> dict[str, Any]:
-    """A valid event of ``kind`` but for its ``occurred_at``."""
-    order = {"order_id": uid("ord")}
-    cart = {"cart_id": uid("cart"), "currency": "PKR", "items": [item()]}
-    by_kind: dict[str, dict[str, Any]] = {
-        "cart.updated": cart,
-        "checkout.started": cart,
-        "order.placed": {
-            **order,
-            "items": [item()],
-            "total": "4500.00",
-            "currency": "PKR",
-            "payment_type": "cod",
-        },
-        "payment.captured": {**order, "amount": "450.00", "currency": "PKR"},
-        "payment.failed": {**order, "amount": "450.00", "currency": "PKR"},
-        "product.back_in_stock": {"sku": "SKU1"},
-        "product.price_dropped": {
-            "sku": "SKU1",
-            "currency": "PKR",
-            "old_price": "5000.00",
-            "new_price": "4500.00",
-        },
-        "back_in_stock.subscribed": {"sku": "SKU1"},
-    }
-    data = by_kind.get(kind, order if kind.startswith("order.") else {})
-    body: dict[str, Any] = {"id": uid("evt"), "type": kind, "occurred_at": occurred_at}
-    if not kind.startswith("product."):
-        body["customer"] = customer(uid("c"))
-    return {**body, "data": data}
 
 
 @hsettings(max_examples=2000 if SOAK else 300, derandomize=True, database=None, deadline=None)
@@ -206,7 +135,7 @@ def test_every_event_type_alone_and_in_a_batch_answers_202_or_422_naming_the_fie
 ):
     cases = _cases()
     problems: list[str] = []
-    with _Http(base_url=engine.url, headers=AUTH, timeout=30) as http:
+    with Http(base_url=engine.url, headers=AUTH, timeout=30) as http:
         singles = [event(EVENT_TYPES[n % len(EVENT_TYPES)], v) for n, (v, _) in enumerate(cases)]
         for body, (value, ok) in zip(singles, cases, strict=True):
             response = http.post("/v1/events", json=body)
@@ -253,7 +182,7 @@ def test_drawn_date_times_never_crash_intake_and_accepted_ones_count_on_our_cloc
     engine: ApiProcess,
 ):
     problems: list[str] = []
-    http = _Http(base_url=engine.url, headers=AUTH, timeout=30)
+    http = Http(base_url=engine.url, headers=AUTH, timeout=30)
 
     @hsettings(
         max_examples=EXAMPLES,
@@ -413,170 +342,3 @@ def test_every_date_time_date_time_and_duration_field_of_every_operation_below_5
 
             run()
     assert not failures, "\n\n".join(failures)
-
-
-def _razorpay(created_at: Any) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        {
-            "event": "payment_link.paid",
-            "payload": {
-                "payment_link": {"entity": {"reference_id": "no-such-link", "currency": "INR"}},
-                "payment": {"entity": {"id": "pay_1", "amount": 100, "currency": "INR"}},
-            },
-            "created_at": created_at,
-        }
-    ).encode()
-    digest = hmac.new(RAZORPAY_WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"X-Razorpay-Signature": digest, "Content-Type": "application/json"}
-
-
-def _stripe(created: Any) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        {
-            "id": uid("evt"),
-            "object": "event",
-            "type": "checkout.session.completed",
-            "created": created,
-            "data": {
-                "object": {
-                    "payment_status": "paid",
-                    "client_reference_id": "no-such-link",
-                    "currency": "usd",
-                    "amount_total": 1200,
-                }
-            },
-        }
-    ).encode()
-    now = int(datetime.now(UTC).timestamp())
-    mac = hmac.new(STRIPE_WEBHOOK_SECRET.encode(), f"{now}.".encode() + body, hashlib.sha256)
-    return body, {"Stripe-Signature": f"t={now},v1={mac.hexdigest()}"}
-
-
-def _sendgrid(timestamp: Any) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        [{"event": "delivered", "sg_event_id": uid("sg"), "timestamp": timestamp}]
-    ).encode()
-    return body, SIGNER.headers(body)
-
-
-UNIX_EDGES: list[Any] = [
-    0,
-    -1,
-    10**12,
-    253402300800,
-    -62135596801,
-    2**63,
-    -(2**63),
-    1e400,  # JSON 1e400 reads as infinity
-    "soon",
-    None,
-    [],
-    int(datetime.now(UTC).timestamp()) + 3600,
-]
-
-
-def test_signed_webhooks_with_unix_times_past_a_date_time_are_refused_not_500(
-    engine: ApiProcess,
-):
-    problems: list[str] = []
-    with _Http(base_url=engine.url, timeout=30) as http:
-        for value in UNIX_EDGES:
-            for path, make in (
-                ("/v1/webhooks/razorpay", _razorpay),
-                ("/v1/webhooks/stripe", _stripe),
-                ("/v1/webhooks/sendgrid", _sendgrid),
-            ):
-                body, headers = make(value)
-                response = http.post(path, content=body, headers=headers)
-                if response.status_code >= 500:
-                    problems.append(f"{path} at {value!r}: {response.status_code}")
-                elif response.status_code >= 400 and _error_shape_problems(response.json()):
-                    problems.append(f"{path} at {value!r}: {response.text}")
-    assert not problems, "\n".join(problems)
-
-
-def test_a_rule_whose_durations_point_past_year_9999_is_refused_naming_each(
-    engine: ApiProcess,
-):
-    """now + P999999999D is no date-time: such a rule previewed with a 500 and would fail
-    its journeys' coupon and timer arithmetic. Ten years is the most a rule may say."""
-    huge = "P999999999D"
-    rule = {
-        "name": "Forever",
-        "trigger": {"event": "cart.abandoned", "after": huge},
-        "steps": [
-            {"wait": huge},
-            {
-                "send": {
-                    "channels": ["email"],
-                    "template": "cart_reminder_1",
-                    "incentive": {"percent_off": 5, "expires_in": huge},
-                }
-            },
-        ],
-        "attribution_window": huge,
-    }
-    with _Http(base_url=engine.url, headers=AUTH, timeout=30) as http:
-        response = http.post("/v1/rules", json=rule)
-        assert response.status_code == 422, response.text
-        assert not _error_shape_problems(response.json())
-        named = [f["loc"] for f in response.json()["fields"]]
-        assert named == [
-            ["trigger", "after"],
-            ["steps", 0, "wait"],
-            ["steps", 1, "send", "incentive", "expires_in"],
-            ["attribution_window"],
-        ]
-        ten_years = {**rule, "trigger": {"event": "cart.abandoned", "after": "P3650D"}}
-        ten_years["steps"] = [{"wait": "P3650D"}]
-        ten_years["attribution_window"] = "P3650D"
-        assert http.post("/v1/rules", json=ten_years).status_code == 201
-
-
-PLAIN_MOMENT = "2026-01-01T10:00:00Z"
-CURSOR_MOMENTS = [
-    PLAIN_MOMENT,
-    "9999-12-31T23:59:59-01:00",
-    "0001-01-01T00:00:00+01:00",
-    "9999-12-31T23:59:59.999999+00:00",
-    "2026-01-01T10:00:00",
-    "2016-12-31T23:59:60+00:00",
-    "not a time",
-]
-
-
-def _cursor(moment: str, ident: str, *, padded: bool) -> str:
-    raw = base64.urlsafe_b64encode(f"{moment}|{ident}".encode()).decode()
-    return raw if padded else raw.rstrip("=")
-
-
-def test_date_times_inside_cursors_and_template_samples_are_4xx_or_answered(
-    engine: ApiProcess,
-):
-    """Date-times the schema cannot see: inside the opaque paging cursors (messages, audit)
-    and in a template preview's sample data (the ``date`` and ``datetime`` filters)."""
-    problems: list[str] = []
-    with _Http(base_url=engine.url, headers=AUTH, timeout=30) as http:
-        for moment in CURSOR_MOMENTS:
-            for path, ident, padded in (
-                ("/v1/messages?customer_id=c_1&cursor=", str(uuid.uuid4()), True),
-                ("/v1/audit?cursor=", "7", False),
-            ):
-                response = http.get(path + _cursor(moment, ident, padded=padded))
-                if response.status_code not in (200, 400, 422):
-                    problems.append(f"{path}{moment!r}: {response.status_code} {response.text}")
-            for name, context in (
-                ("birthday", {"coupon": {"expires_at": moment, "code": "X", "percent_off": 5}}),
-                ("order_cod_confirmation", {"order": {**SAMPLES["order"], "confirm_by": moment}}),
-            ):
-                response = http.post(
-                    f"/v1/templates/{name}/preview",
-                    json={"channel": "sms", "locale": "en", "context": context},
-                )
-                if moment == PLAIN_MOMENT and response.status_code != 200:
-                    problems.append(f"{name} does not render at all: {response.text}")
-                if response.status_code not in (200, 422) or (
-                    response.status_code == 422 and _error_shape_problems(response.json())
-                ):
-                    problems.append(f"{name} {moment!r}: {response.status_code} {response.text}")
-    assert not problems, "\n".join(problems)
