@@ -7,7 +7,7 @@ byte of input is interpreted, and so that a batch can reject one event and keep 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -25,12 +25,13 @@ from api.errors import (
     summarize,
 )
 from api.openapi import EVENT_SCHEMA_REF
+from config.settings import Settings
 from contracts.events import EVENT_ADAPTER, EVENT_TYPES
 from db.models import Event as EventRow
 from db.models import EventRoute
 from services import metrics
 from services.api_keys import Principal
-from services.intake import ingest
+from services.intake import future_skew, ingest
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -80,16 +81,21 @@ def _nul_at(value: Any, loc: list[str | int]) -> list[str | int] | None:
     return None
 
 
-def _validate(item: Any) -> Any:
+def _validate(item: Any, received_at: datetime, settings: Settings) -> Any:
     nul = _nul_at(item, [])
     if nul is not None:
         fields = [{"loc": nul, "msg": "text must not contain the NUL character (\\u0000)"}]
         raise Unprocessable(summarize(fields), fields=fields)
     try:
-        return EVENT_ADAPTER.validate_python(item)
+        event = EVENT_ADAPTER.validate_python(item)
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         raise Unprocessable(summarize(fields), fields=fields) from exc
+    ahead = future_skew(event.occurred_at, received_at, settings)
+    if ahead is not None:
+        fields = [{"loc": ["occurred_at"], "msg": ahead}]
+        raise Unprocessable(summarize(fields), fields=fields)
+    return event
 
 
 def _count_rejected(item: Any) -> None:
@@ -124,12 +130,15 @@ async def post_event(
     principal: Annotated[Principal, Depends(require("events:write"))],
 ) -> EventAccepted:
     body = await _json_body(request)
+    received_at = datetime.now(UTC)
     try:
-        event = _validate(body)
+        event = _validate(body, received_at, settings)
     except Unprocessable:
         _count_rejected(body)
         raise
-    [outcome] = await ingest(session, [event], settings=settings, api_key_id=principal.key_id)
+    [outcome] = await ingest(
+        session, [event], settings=settings, api_key_id=principal.key_id, received_at=received_at
+    )
     metrics.EVENTS.labels(event.type, outcome).inc()
     if outcome == "duplicate":
         response.status_code = status.HTTP_200_OK
@@ -193,9 +202,10 @@ async def post_batch(
 
     results: list[BatchItemResult] = []
     valid: list[tuple[int, Any]] = []
+    received_at = datetime.now(UTC)
     for index, item in enumerate(items):
         try:
-            valid.append((index, _validate(item)))
+            valid.append((index, _validate(item, received_at, settings)))
         except Unprocessable as exc:
             given_id = item.get("id") if isinstance(item, dict) else None
             fields = [
@@ -211,7 +221,11 @@ async def post_batch(
             )
             _count_rejected(item)
     outcomes = await ingest(
-        session, [e for _, e in valid], settings=settings, api_key_id=principal.key_id
+        session,
+        [e for _, e in valid],
+        settings=settings,
+        api_key_id=principal.key_id,
+        received_at=received_at,
     )
     for (index, event), outcome in zip(valid, outcomes, strict=True):
         results.append(BatchItemResult(index=index, id=event.id, status=outcome))

@@ -27,6 +27,7 @@ from api.deps import SessionDep, SettingsDep
 from api.errors import BadRequest, NotFound, Unauthorized, documented
 from api.webhooks import signed_request
 from config.settings import Settings
+from contracts.fields import unix_instant
 from contracts.payment_policy import from_minor, quantize
 from db.models import PaymentLink
 from services import metrics
@@ -63,10 +64,12 @@ async def razorpay_webhook(
         raise Unauthorized("invalid webhook signature") from None
     try:
         payload: Any = json.loads(body)
-        created = int(payload.get("created_at", 0))
-    except (ValueError, TypeError, AttributeError) as exc:
+        created_at = unix_instant(payload.get("created_at", 0))
+    except (ValueError, AttributeError) as exc:
         raise BadRequest("webhook body is not a Razorpay event") from exc
-    if time.time() - created > settings.payment_webhook_max_age.total_seconds():
+    if created_at is None:
+        raise BadRequest("created_at: not a Unix time (seconds) of this era")
+    if time.time() - created_at.timestamp() > settings.payment_webhook_max_age.total_seconds():
         raise Unauthorized("webhook older than Razorpay's retry window (replayed?)")
     event_id = request.headers.get(RAZORPAY_EVENT_ID) or hashlib.sha256(body).hexdigest()[:32]
     outcome = "ignored"
@@ -87,7 +90,7 @@ async def razorpay_webhook(
             amount=from_minor(minor, currency),
             currency=currency,
             provider="razorpay",
-            at=datetime.fromtimestamp(created, UTC),
+            at=_not_after_now(created_at),
         )
     metrics.WEBHOOKS.labels("razorpay", outcome).inc()
     return {"status": outcome}
@@ -129,6 +132,9 @@ async def stripe_webhook(
         if not reference or not currency or not isinstance(minor, int):
             raise BadRequest("checkout session without client_reference_id, amount or currency")
         intent = checkout.get("payment_intent")
+        created = unix_instant(event.to_dict().get("created"))
+        if created is None:
+            raise BadRequest("created: not a Unix time (seconds) of this era")
         outcome = await record_capture(
             session,
             settings,
@@ -138,10 +144,16 @@ async def stripe_webhook(
             amount=from_minor(minor, currency),
             currency=currency,
             provider="stripe",
-            at=datetime.fromtimestamp(event.created, UTC),
+            at=_not_after_now(created),
         )
     metrics.WEBHOOKS.labels("stripe", outcome).inc()
     return {"status": outcome}
+
+
+def _not_after_now(at: datetime) -> datetime:
+    # The provider signed it, so it is theirs: a clock running ahead is trusted to the
+    # second it arrived, never later (a payment cannot be recorded as paid tomorrow).
+    return min(at, datetime.now(UTC))
 
 
 async def _sandbox_link(session: Any, settings: Settings, reference: str) -> PaymentLink:

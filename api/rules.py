@@ -19,7 +19,7 @@ from contracts import search_attributes as sa
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
 from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
-from contracts.rules import RuleDefinition, send_steps
+from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
 from db.models import Customer, EventRoute, Rule, RuleVersion
 from services import rules
 from services.api_keys import Principal
@@ -120,7 +120,11 @@ def _rule_error(exc: rules.RuleError) -> Exception:
     return Conflict(exc.message)
 
 
-async def _check_templates(request: Request, session: Any, definition: RuleDefinition) -> None:
+async def _check_definition(request: Request, session: Any, definition: RuleDefinition) -> None:
+    too_long = durations_too_long(definition)
+    if too_long:
+        where = ".".join(str(p) for p in too_long[0]["loc"])
+        raise Unprocessable(f"{where}: {too_long[0]['msg']}", fields=too_long)
     renderer: Renderer = request.app.state.renderer
     problems = await rules.template_problems(session, renderer, definition)
     if problems:
@@ -137,7 +141,7 @@ async def _check_templates(request: Request, session: Any, definition: RuleDefin
 async def create_rule(
     body: RuleDefinition, request: Request, session: SessionDep, principal: Writer
 ) -> RuleOut:
-    await _check_templates(request, session, body)
+    await _check_definition(request, session, body)
     rule, _ = await rules.create(session, body, _actor(principal))
     return await _out(session, rule)
 
@@ -189,7 +193,7 @@ async def rule_audit(rule_id: str, session: SessionDep, _: Reader) -> list[Audit
 async def update_rule(
     rule_id: str, body: RuleDefinition, request: Request, session: SessionDep, principal: Writer
 ) -> RuleOut:
-    await _check_templates(request, session, body)
+    await _check_definition(request, session, body)
     try:
         rule, _ = await rules.update(session, rule_id, body, _actor(principal))
     except rules.RuleError as exc:
@@ -276,7 +280,8 @@ async def preview_rule(
         if body.cart is not None:
             context["cart"] = {**SAMPLES["cart"], **body.cart}
         if send.incentive is not None:
-            expires = datetime.now(UTC) + send.incentive.expires_in
+            # A rule stored before durations were bounded may point past year 9999.
+            expires = datetime.now(UTC) + min(send.incentive.expires_in, MAX_DURATION)
             context["coupon"] = {
                 "code": "PREVIEW-CODE",
                 "percent_off": send.incentive.percent_off,

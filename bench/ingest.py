@@ -183,7 +183,8 @@ async def main(args: argparse.Namespace) -> None:
             settings = Settings(temporal_task_queue="bench-no-worker")
 
             async def raw(i: int) -> None:
-                [route] = routes_for(EVENT_ADAPTER.validate_python(_event()), settings)
+                event = EVENT_ADAPTER.validate_python(_event())
+                [route] = routes_for(event, settings, received_at=event.occurred_at)
                 await env.client.start_workflow(
                     route.workflow_type,
                     route.start_input,

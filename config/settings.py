@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # PostgreSQL. 0 turns the limit off. Provider webhooks and probes are not limited.
     rate_limit_per_minute: int = Field(default=12_000, ge=0)
     rate_limit_burst: int = Field(default=2_000, ge=1)
+    # Clocks (README "Events"): an occurred_at further ahead of Sutra's clock than this is
+    # refused; a smaller lead counts as "now". An event received longer than the late bound
+    # after it occurred is kept as a fact but starts no cart, lifecycle or fan-out journey.
+    event_max_future_skew: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    event_late_after: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
     dispatcher_enabled: bool = True
     dispatcher_poll_interval: timedelta = timedelta(seconds=1)
     dispatcher_batch_size: int = Field(default=500, ge=1)

@@ -30,6 +30,7 @@ from contracts.fields import (
     Phone,
     Timezone,
     check_money_precision,
+    utc_instant,
 )
 
 PaymentType = Literal["prepaid", "cod", "partial_cod"]
@@ -195,14 +196,29 @@ class CustomerData(_Open):
     pass
 
 
+# No shop event happened before this: an earlier occurred_at is a zero, missing or
+# misread timestamp (Unix time 0 is 1970-01-01), and arithmetic on it (an order's
+# 30-day look-back) stays inside the years datetime can hold.
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class _Event(_Open):
     id: Identifier
-    occurred_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(
+        description="When it happened, with its UTC offset (or Z). At most "
+        "SUTRA_EVENT_MAX_FUTURE_SKEW ahead of Sutra's clock, and not before 2000-01-01."
+    )
 
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        instant = utc_instant(value)
+        if instant < EARLIEST_OCCURRED_AT:
+            raise ValueError(
+                f"{value.isoformat()} is before {EARLIEST_OCCURRED_AT:%Y-%m-%dT%H:%M:%SZ}: "
+                "a zero, missing or misread timestamp, not when a shop event happened"
+            )
+        return instant
 
     @property
     def customer_id(self) -> str | None:

@@ -6,7 +6,9 @@ currency codes) so that everything downstream compares like with like.
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Annotated, Any
@@ -154,3 +156,29 @@ def check_money_precision(amount: Decimal, currency: str, field: str) -> None:
         and amount != amount.quantize(Decimal(1).scaleb(-digits))
     ):
         raise ValueError(f"{field} {amount} has more than {digits} decimal places for {currency}")
+
+
+def utc_instant(value: datetime) -> datetime:
+    """An aware date-time in UTC; ValueError when that falls outside years 1-9999.
+
+    ``9999-12-31T23:59:59-01:00`` parses, but in UTC it is in year 10000, which Python's
+    datetime cannot hold (nor can ``0001-01-01T00:00:00+01:00``, in year 0)."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(
+            f"{value.isoformat()} is outside the years 1-9999 once converted to UTC"
+        ) from None
+
+
+def unix_instant(seconds: Any) -> datetime | None:
+    """A provider's Unix time (seconds) as a UTC date-time; None when it is not one."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float | str):
+        return None
+    try:
+        number = float(seconds)
+        if not math.isfinite(number):
+            return None
+        return datetime.fromtimestamp(number, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

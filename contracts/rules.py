@@ -300,6 +300,37 @@ SplitStep.model_rebuild()
 BranchStep.model_rebuild()
 RuleDefinition.model_rebuild()
 
+# Longer than any wait, window or coupon a journey has use for; past it, the moment a
+# duration points to (now + P999999999D) is beyond year 9999 and no date-time holds it.
+MAX_DURATION = timedelta(days=3650)
+
+
+def durations_too_long(model: BaseModel, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Field errors (``{"loc", "msg"}``) for every duration in a rule over MAX_DURATION.
+
+    Checked where rules come in (the API), not as a validator: a journey already running
+    on a stored rule must still load it."""
+    problems: list[dict[str, Any]] = []
+
+    def visit(value: Any, where: tuple[str | int, ...]) -> None:
+        if isinstance(value, timedelta) and value > MAX_DURATION:
+            problems.append(
+                {
+                    "loc": list(where),
+                    "msg": f"at most {MAX_DURATION.days} days (P{MAX_DURATION.days}D), "
+                    f"not {value.days} days",
+                }
+            )
+        elif isinstance(value, BaseModel):
+            for name, info in type(value).model_fields.items():
+                visit(getattr(value, name), (*where, info.alias or name))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                visit(item, (*where, index))
+
+    visit(model, loc)
+    return problems
+
 
 # --- the compiled program -------------------------------------------------------------
 

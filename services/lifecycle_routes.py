@@ -46,8 +46,13 @@ _CUSTOMER_TRIGGERS = (
 _TELL_ORDERS_FOR = timedelta(days=30)
 
 
-async def lifecycle_routes(session: AsyncSession, events: Sequence[Any]) -> list[tuple[str, Route]]:
-    types = {event.type for event in events}
+async def lifecycle_routes(
+    session: AsyncSession, events: Sequence[Any], *, starting: Sequence[Any] | None = None
+) -> list[tuple[str, Route]]:
+    """The lifecycle routes of accepted events; only those in ``starting`` (default: all)
+    may start journeys and fan-outs, every order is told to running journeys."""
+    may_start = {e.id for e in (events if starting is None else starting)}
+    types = {event.type for event in events if event.id in may_start}
     rules: dict[str, list[str]] = {}
     if types & {*_CUSTOMER_TRIGGERS, *FANOUT_TRIGGERS}:
         rows = await session.execute(
@@ -57,12 +62,14 @@ async def lifecycle_routes(session: AsyncSession, events: Sequence[Any]) -> list
         )
         for trigger, rule_id in rows.all():
             rules.setdefault(trigger, []).append(rule_id)
-    placed = await _placed_orders(session, [e for e in events if isinstance(e, OrderDelivered)])
+    placed = await _placed_orders(
+        session, [e for e in events if isinstance(e, OrderDelivered) and e.id in may_start]
+    )
     routes: list[tuple[str, Route]] = []
     for event in events:
-        if event.type in FANOUT_TRIGGERS and rules.get(event.type):
+        if event.id in may_start and event.type in FANOUT_TRIGGERS and rules.get(event.type):
             routes.append((event.id, _fanout(event)))
-        if event.type in _CUSTOMER_TRIGGERS:
+        if event.id in may_start and event.type in _CUSTOMER_TRIGGERS:
             started = _start(event, rules.get(event.type, []), placed)
             routes += [(event.id, route) for route in started]
         if isinstance(event, OrderPlaced):

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import search_attributes as sa
+from contracts.fields import unix_instant
 from contracts.messages import (
     INBOUND_SIGNAL,
     MESSAGE_STATUS_SIGNAL,
@@ -157,10 +158,12 @@ async def apply_sendgrid_events(session: AsyncSession, events: list[dict[str, An
         event_id = event.get("sg_event_id")
         if not event_id:
             continue
-        try:
-            at = datetime.fromtimestamp(int(event.get("timestamp") or 0), UTC)
-        except (TypeError, ValueError, OverflowError):
-            at = datetime.now(UTC)
+        # A missing, absurd or future timestamp counts as now: a status is never dated
+        # before Unix time or after its own arrival.
+        now = datetime.now(UTC)
+        at = unix_instant(event.get("timestamp")) or now
+        if at > now or at.year < 2000:
+            at = now
         message_id = _parse_uuid(event.get("sutra_message_id"))
         row = await session.get(Message, message_id, with_for_update=True) if message_id else None
         if not await _claim(

@@ -3,11 +3,17 @@
 Each delivery is computed at intake and stored (``event_routes``) in the same transaction
 as the event, fully rendered: the dispatcher only replays stored calls, so a deploy that
 changes this module never changes how an already-accepted event is delivered.
+
+Timers count on Sutra's clock (README "Events"): an order's payment clocks start when its
+``order.placed`` was received, and a late cart event (received more than
+``SUTRA_EVENT_LATE_AFTER`` after it happened) updates a running cart but starts none, so
+a cart idle for weeks is never "abandoned" on arrival and reminded at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from config.settings import Settings
@@ -51,11 +57,13 @@ class Route:
     target_query: str | None = None
 
 
-def routes_for(event: Any, settings: Settings) -> list[Route]:
+def routes_for(event: Any, settings: Settings, *, received_at: datetime) -> list[Route]:
+    """``received_at``: when intake accepted the event (its ``occurred_at`` is never later)."""
     if isinstance(event, CartUpdated | CheckoutStarted):
-        return [_cart_activity(event, settings)]
+        late = received_at - event.occurred_at > settings.event_late_after
+        return [_cart_activity(event, settings, late=late)]
     if isinstance(event, OrderPlaced):
-        routes = [_order_placed(event), _customer_ordered(event)]
+        routes = [_order_placed(event, received_at), _customer_ordered(event)]
         if event.data.cart_id:
             routes.insert(1, _cart_ordered(event))
         return routes
@@ -88,7 +96,7 @@ def routes_for(event: Any, settings: Settings) -> list[Route]:
     return []
 
 
-def _order_placed(event: OrderPlaced) -> Route:
+def _order_placed(event: OrderPlaced, received_at: datetime) -> Route:
     data = event.data
     placed = PlacedOrder(
         order_id=data.order_id,
@@ -102,7 +110,9 @@ def _order_placed(event: OrderPlaced) -> Route:
         upfront_amount=data.upfront_amount,
         remaining_amount=data.remaining_amount,
         shipping=data.shipping.model_dump(exclude_none=True) if data.shipping else {},
-        placed_at=event.occurred_at,
+        # The order's clocks (payment deadline, reminders) start when Sutra heard of it: an
+        # order.placed that arrives a day late still gives the customer the whole window.
+        placed_at=received_at,
     )
     signal = OrderEvent(
         event_id=event.id, type=event.type, occurred_at=event.occurred_at, placed=placed
@@ -127,7 +137,9 @@ def _to_order(order_id: str, customer_id: str | None, signal: OrderEvent) -> Rou
     )
 
 
-def _cart_activity(event: CartUpdated | CheckoutStarted, settings: Settings) -> Route:
+def _cart_activity(
+    event: CartUpdated | CheckoutStarted, settings: Settings, *, late: bool
+) -> Route:
     data = event.data
     snapshot = CartSnapshot(
         currency=data.currency,
@@ -143,6 +155,13 @@ def _cart_activity(event: CartUpdated | CheckoutStarted, settings: Settings) -> 
         customer_id=event.customer.id,
         snapshot=snapshot,
     )
+    if late:
+        return Route(
+            workflow_id=workflow_ids.cart(data.cart_id),
+            workflow_type=CART_WORKFLOW,
+            kind="signal",
+            signal_payload=signal.model_dump(mode="json"),
+        )
     start = StartCartInput(
         cart_id=data.cart_id,
         customer_id=event.customer.id,

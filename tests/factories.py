@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -43,6 +43,13 @@ def uid(prefix: str) -> str:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ago(**delta: float) -> str:
+    """An ISO time that long before now (``ago(minutes=5)``): events a test dates in the
+    past must stay recent as the calendar moves on, or intake takes them as late history
+    that starts no journey (SUTRA_EVENT_LATE_AFTER)."""
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat().replace("+00:00", "Z")
 
 
 def customer(customer_id: str | None = None, **overrides: Any) -> dict[str, Any]:

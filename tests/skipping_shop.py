@@ -59,8 +59,12 @@ class SkippingShop:
     async def send(self, event: dict[str, Any]) -> str:
         """Take the event like ``POST /v1/events``; ``accepted`` or ``duplicate``."""
         parsed = EVENT_ADAPTER.validate_python(event)
+        # Accepted on the server's clock, as the API does on its own.
+        received_at = await self.now()
         async with self.sessionmaker() as session, session.begin():
-            [status] = await ingest(session, [parsed], settings=self.settings, api_key_id=None)
+            [status] = await ingest(
+                session, [parsed], settings=self.settings, api_key_id=None, received_at=received_at
+            )
         await self.deliver(parsed)
         return status
 

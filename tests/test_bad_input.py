@@ -96,6 +96,24 @@ INVALID_EVENTS = [
         "timezone",
         id="naive-timestamp",
     ),
+    pytest.param(
+        _set("occurred_at", "9999-12-31T23:59:59-01:00"),
+        ["occurred_at"],
+        "outside the years 1-9999 once converted to UTC",
+        id="timestamp-past-year-9999-in-utc",
+    ),
+    pytest.param(
+        _set("occurred_at", "1970-01-01T00:00:00Z"),
+        ["occurred_at"],
+        "before 2000-01-01",
+        id="unix-time-zero",
+    ),
+    pytest.param(
+        _set("occurred_at", "2099-01-01T00:00:00+05:00"),
+        ["occurred_at"],
+        "ahead of Sutra's clock",
+        id="far-future-timestamp",
+    ),
     pytest.param(_set("customer", _DELETE), ["customer"], "Field required", id="missing-customer"),
     pytest.param(_set("data.cart_id", _DELETE), ["data", "cart_id"], "required", id="no-cart-id"),
 ]

@@ -301,8 +301,11 @@ async def test_a_customer_who_withdrew_every_consent_leaves_the_journey(shop: Sh
         items=[],
     )
     parsed = EVENT_ADAPTER.validate_python(withdrawn)
+    received_at = await shop.now()
     async with shop.sessionmaker() as session, session.begin():
-        await ingest(session, [parsed], settings=shop.settings, api_key_id=None)
+        await ingest(
+            session, [parsed], settings=shop.settings, api_key_id=None, received_at=received_at
+        )
     await shop.env.sleep(timedelta(days=2))
 
     assert len(await shop.messages(cart_id)) == 1

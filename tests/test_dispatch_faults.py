@@ -21,7 +21,7 @@ from db.models import EventRoute, RouteHold
 from embedded.binaries import temporal_cli
 from services.intake import ingest
 from tests.conftest import Api, free_port, make_settings, start_api
-from tests.factories import cart_updated, eventually, item, uid
+from tests.factories import ago, cart_updated, eventually, item, uid
 from worker import build_worker
 
 
@@ -50,11 +50,11 @@ async def test_events_accepted_while_temporal_is_down_are_delivered_in_order_aft
     env: WorkflowEnvironment | None = None
     try:
         cart_id, customer_id = uid("cart"), uid("c")
-        first = cart_updated(cart_id, customer_id=customer_id, occurred_at="2026-11-22T10:00:00Z")
+        first = cart_updated(cart_id, customer_id=customer_id, occurred_at=ago(minutes=10))
         second = cart_updated(
             cart_id,
             customer_id=customer_id,
-            occurred_at="2026-11-22T10:05:00Z",
+            occurred_at=ago(minutes=5),
             items=[item("SKU1"), item("SKU2")],
         )
         others = [cart_updated() for _ in range(3)]

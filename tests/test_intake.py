@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from contracts.carts import CartState
 from db.models import Event, EventRoute
 from tests.conftest import Api
-from tests.factories import cart_updated, eventually, order_placed, uid
+from tests.factories import ago, cart_updated, eventually, order_placed, uid
 
 
 async def _signals(temporal: Client, workflow_id: str) -> int:
@@ -134,11 +134,9 @@ async def test_late_cart_event_does_not_revive_an_ordered_cart(api: Api, tempora
     """An update that happened before the order but arrives after it must not restart the
     cart: that would send abandoned-cart reminders to someone who has already bought."""
     cart_id, customer_id = uid("cart"), uid("c")
-    early = cart_updated(cart_id, customer_id=customer_id, occurred_at="2026-11-20T10:00:00Z")
-    order = order_placed(
-        cart_id=cart_id, customer_id=customer_id, occurred_at="2026-11-20T10:05:00Z"
-    )
-    late = cart_updated(cart_id, customer_id=customer_id, occurred_at="2026-11-20T10:01:00Z")
+    early = cart_updated(cart_id, customer_id=customer_id, occurred_at=ago(minutes=10))
+    order = order_placed(cart_id=cart_id, customer_id=customer_id, occurred_at=ago(minutes=5))
+    late = cart_updated(cart_id, customer_id=customer_id, occurred_at=ago(minutes=9))
     handle = temporal.get_workflow_handle(f"cart/{cart_id}")
 
     await api.post_event(early)

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from contracts import workflow_ids
 from tests.conftest import ADMIN_KEY, Api, auth
-from tests.factories import customer, eventually, uid
+from tests.factories import customer, eventually, now_iso, uid
 
 
 async def _sent(api: Api, customer_id: str, count: int) -> list[dict[str, Any]] | None:
@@ -47,7 +47,7 @@ async def test_a_customer_created_event_starts_an_active_welcome_rule(
         {
             "id": uid("evt"),
             "type": "customer.created",
-            "occurred_at": "2026-11-23T10:00:00Z",
+            "occurred_at": now_iso(),
             "customer": customer(customer_id, email=f"{customer_id}@example.com"),
             "data": {},
         }
@@ -95,7 +95,7 @@ async def test_a_marketer_test_run_of_a_post_purchase_rule_sends_every_step(
         {
             "id": uid("evt"),
             "type": "customer.updated",
-            "occurred_at": "2026-11-23T10:00:00Z",
+            "occurred_at": now_iso(),
             "customer": customer(customer_id, email=f"{customer_id}@example.com"),
             "data": {},
         }

@@ -37,7 +37,7 @@ from services.intake import ingest
 from services.payload_codec import ENCODING, EncryptionCodec, PayloadKeyError, converter_with
 from services.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, make_settings, start_api
-from tests.factories import customer, eventually, uid
+from tests.factories import customer, eventually, now_iso, uid
 from worker import build_worker
 
 
@@ -145,7 +145,7 @@ async def written(
         {
             "id": uid("evt"),
             "type": "customer.created",
-            "occurred_at": "2025-01-01T10:00:00Z",
+            "occurred_at": now_iso(),
             "customer": customer(customer_id, **pii),
             "data": {},
         }
