@@ -241,10 +241,16 @@ class RouteOut(BaseModel):
     workflow_id: str
     workflow_type: str
     kind: str
-    status: Literal["pending", "delivered", "skipped"]
+    status: Literal["pending", "delivered", "skipped", "delivered_to_closed"] = Field(
+        description="delivered_to_closed: the order or cart had ended; the ended workflow "
+        "was told (and reopened when the event still matters to it, see detail)"
+    )
     attempts: int
     last_error: str | None
     delivered_at: datetime | None
+    detail: str | None = Field(
+        default=None, description="How a delivery to an ended workflow was judged"
+    )
 
 
 class EventOut(BaseModel):

@@ -163,6 +163,10 @@ class PaymentData(_Open):
         return self
 
 
+class RefundData(PaymentData):
+    refund_id: Identifier | None = None  # the provider's or shop's; the event id if absent
+
+
 class OrderProgressData(_Open):
     order_id: Identifier
     tracking_url: Url | None = None
@@ -269,6 +273,14 @@ class PaymentFailed(_MaybeCustomerEvent):
     data: PaymentData
 
 
+class PaymentRefunded(_MaybeCustomerEvent):
+    """The shop (or its payment provider) gave money back: recorded on the order, also
+    after it has ended (a refund after a delivery)."""
+
+    type: Literal["payment.refunded"]
+    data: RefundData
+
+
 class OrderPacked(_MaybeCustomerEvent):
     type: Literal["order.packed"]
     data: OrderProgressData
@@ -322,6 +334,7 @@ Event = Annotated[
     | OrderPlaced
     | PaymentCaptured
     | PaymentFailed
+    | PaymentRefunded
     | OrderPacked
     | OrderShipped
     | OrderOutForDelivery
@@ -343,6 +356,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "order.placed",
     "payment.captured",
     "payment.failed",
+    "payment.refunded",
     "order.packed",
     "order.shipped",
     "order.out_for_delivery",

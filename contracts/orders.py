@@ -51,6 +51,15 @@ NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.rto: frozenset(),
 }
 TERMINAL = frozenset({S.delivered, S.cancelled, S.rto})
+# What an order still acts on once it has ended, by how it ended: money that arrives after a
+# cancellation goes back, a parcel scanned delivered can still come back (RTO), and a
+# refund the shop made is recorded. Anything else is told to the ended order and changes
+# nothing (the event shows ``delivered_to_closed``).
+AFTER_END: dict[OrderStatus, frozenset[str]] = {
+    S.cancelled: frozenset({"payment.captured", "payment.refunded"}),
+    S.delivered: frozenset({"order.rto", "payment.captured", "payment.refunded"}),
+    S.rto: frozenset({"payment.captured", "payment.refunded"}),
+}
 # Forward order, to tell an out-of-order event (early: keep it) from a stale one (drop it).
 RANK = {
     S.placed: 0,
@@ -120,6 +129,7 @@ class OrderEvent(BaseModel):
     payment_id: str | None = None
     provider: str | None = None
     purpose: str | None = None  # which of our links was paid, when a provider said so
+    refund_id: str | None = None  # payment.refunded
     tracking_url: str | None = None
     carrier: str | None = None
     reason: str | None = None
@@ -194,10 +204,16 @@ class OrderState(BaseModel):
     placed_at: datetime | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     ignored_events: int = 0
+    # Refunds the shop or the provider reported (payment.refunded), by refund id.
+    refunds_reported: dict[str, Decimal] = Field(default_factory=dict)
+    # Runs before this one: an ended order is reopened for the events it still acts on.
+    reopened: int = 0
 
 
 class StartOrderInput(BaseModel):
     order_id: str
+    # The ended order this run continues, for an event it still acts on (AFTER_END).
+    reopened: OrderState | None = None
 
 
 class PrepareOrderInput(BaseModel):
@@ -253,3 +269,6 @@ class ShopNotice(BaseModel):
 class OrderResult(BaseModel):
     status: OrderStatus
     payment_status: PaymentStatus
+    # The whole state as the order ended, so that an event for the ended order can be
+    # judged (and the order reopened) without a worker; None from runs before it was kept.
+    state: OrderState | None = None

@@ -119,10 +119,13 @@ class EventRoute(Base):
     start_input: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     search_attributes: Mapped[dict[str, str]] = mapped_column(JSONB, server_default="{}")
     summary: Mapped[str | None] = mapped_column(Text)
-    # pending -> delivered | skipped (signal-only target not running)
-    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # pending -> delivered | skipped (signal-only target not running) | delivered_to_closed
+    # (the order or cart had ended: told to the ended workflow, see services/ended_workflows)
+    status: Mapped[str] = mapped_column(String(32), server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # How a delivery to an ended workflow was judged ("order ended cancelled; reopened ...").
+    detail: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=_now()
     )

@@ -22,13 +22,19 @@ from sqlalchemy import delete, func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
 from db.models import EventRoute, RouteHold
 from services import metrics
+from services.ended_workflows import JUDGED, Outcome, deliver_to_ended
 from services.intake import ROUTES_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,8 @@ class TemporalUnavailable(Exception):
 
 @dataclass
 class _GroupResult:
-    done: list[tuple[int, str]]  # (seq, "delivered" | "skipped")
+    # (seq, "delivered" | "skipped" | "delivered_to_closed", why, for the ended workflow)
+    done: list[tuple[int, str, str | None]]
     failed_seq: int | None = None
     error: str | None = None
     outage: bool = False
@@ -187,16 +194,16 @@ class Dispatcher:
                 result.failed_seq, result.error = route["seq"], f"{type(exc).__name__}: {exc}"
                 result.outage = True
                 break
-            result.done.append((route["seq"], outcome))
-            metrics.ROUTES.labels(route["workflow_type"], outcome).inc()
+            result.done.append((route["seq"], outcome.status, outcome.detail))
+            metrics.ROUTES.labels(route["workflow_type"], outcome.status).inc()
         if result.failed_seq is not None:
             metrics.ROUTES.labels(routes[0]["workflow_type"], "retry").inc()
         return result
 
-    async def _deliver(self, route: Any) -> str:
+    async def _deliver(self, route: Any) -> Outcome:
         timeout = self.settings.dispatcher_rpc_timeout
         if route["kind"] == "signal_query":
-            return await self._signal_query(route)
+            return Outcome(await self._signal_query(route))
         if route["kind"] == "signal":
             handle = self.client.get_workflow_handle(route["workflow_id"])
             try:
@@ -204,10 +211,12 @@ class Dispatcher:
                     route["signal_name"], route["signal_payload"], rpc_timeout=timeout
                 )
             except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    return "skipped"  # nothing running to tell: that is the answer
-                raise
-            return "delivered"
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                if route["workflow_type"] in JUDGED:
+                    return await self._to_ended(route)
+                return Outcome("skipped")  # nothing running to tell: that is the answer
+            return Outcome("delivered")
         pairs: list[SearchAttributePair[Any]] = [
             SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
             for name, value in (route["search_attributes"] or {}).items()
@@ -226,20 +235,33 @@ class Dispatcher:
                     rpc_timeout=timeout,
                 )
             except WorkflowAlreadyStartedError:
-                return "skipped"
-            return "delivered"
-        await self.client.start_workflow(
-            route["workflow_type"],
-            route["start_input"],
-            id=route["workflow_id"],
-            task_queue=self.settings.temporal_task_queue,
-            start_signal=route["signal_name"],
-            start_signal_args=[route["signal_payload"]],
-            search_attributes=TypedSearchAttributes(pairs),
-            static_summary=route["summary"],
-            rpc_timeout=timeout,
+                return Outcome("skipped")
+            return Outcome("delivered")
+        # Over an ended run nothing starts afresh: the ended workflow is told instead.
+        try:
+            await self.client.start_workflow(
+                route["workflow_type"],
+                route["start_input"],
+                id=route["workflow_id"],
+                task_queue=self.settings.temporal_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                start_signal=route["signal_name"],
+                start_signal_args=[route["signal_payload"]],
+                search_attributes=TypedSearchAttributes(pairs),
+                static_summary=route["summary"],
+                rpc_timeout=timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            return await self._to_ended(route)
+        return Outcome("delivered")
+
+    async def _to_ended(self, route: Any) -> Outcome:
+        return await deliver_to_ended(
+            self.client,
+            route,
+            self.settings.temporal_task_queue,
+            self.settings.dispatcher_rpc_timeout,
         )
-        return "delivered"
 
     async def _signal_query(self, route: Any) -> str:
         """Every running workflow the route's visibility query finds (a customer's
@@ -264,13 +286,23 @@ class Dispatcher:
     ) -> None:
         now = datetime.now(UTC)
         for status in ("delivered", "skipped"):
-            seqs = [seq for r in results for seq, outcome in r.done if outcome == status]
+            seqs = [
+                seq for r in results for seq, got, why in r.done if (got, why) == (status, None)
+            ]
             if seqs:
                 await session.execute(
                     update(EventRoute)
                     .where(EventRoute.seq.in_(seqs))
                     .values(status=status, delivered_at=now, attempts=EventRoute.attempts + 1)
                 )
+        for seq, got, detail in (d for r in results for d in r.done if d[2] is not None):
+            await session.execute(
+                update(EventRoute)
+                .where(EventRoute.seq == seq)
+                .values(
+                    status=got, detail=detail, delivered_at=now, attempts=EventRoute.attempts + 1
+                )
+            )
         cleared = [wid for wid, r in zip(workflow_ids, results, strict=True) if r.done]
         if cleared:
             await session.execute(delete(RouteHold).where(RouteHold.workflow_id.in_(cleared)))

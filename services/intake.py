@@ -133,10 +133,11 @@ async def ingest(
 
     await customers.upsert_from_events(session, accepted)
     await customer_facts.record(session, accepted)
+    placed_before = await _placed_before(session, accepted)
     route_rows = [
         {"event_id": event.id, **asdict(route)}
         for event in accepted
-        for route in routes_for(event, settings, received_at=received)
+        for route in routes_for(event, settings, placed_before, received_at=received)
     ]
     # A late event is history (a backfill, a replayed queue): it informs journeys already
     # running but starts none, so a welcome or a review request never goes out weeks late.
@@ -150,3 +151,23 @@ async def ingest(
         # Delivered to listeners only when this transaction commits.
         await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))
     return statuses
+
+
+async def _placed_before(session: AsyncSession, events: Sequence[Any]) -> frozenset[str]:
+    """Orders among these events' whose ``order.placed`` an earlier transaction accepted:
+    its delivery has a lower ``seq``, so their workflow is there before these events are."""
+    order_ids = {
+        order_id
+        for event in events
+        if event.type != "order.placed" and (order_id := event_order_id(event))
+    }
+    if not order_ids:
+        return frozenset()
+    found = await session.scalars(
+        select(EventRow.order_id).where(
+            EventRow.type == "order.placed",
+            EventRow.order_id.in_(order_ids),
+            EventRow.id.not_in([event.id for event in events]),
+        )
+    )
+    return frozenset(o for o in found if o is not None)

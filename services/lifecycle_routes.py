@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import search_attributes as sa
 from contracts import workflow_ids
+from contracts.conditions import evaluate
 from contracts.events import OrderDelivered, OrderPlaced
 from contracts.lifecycle import (
     FANOUT_WORKFLOW,
@@ -31,8 +32,9 @@ from contracts.lifecycle import (
     LifecycleEvent,
     LifecycleInput,
 )
-from contracts.rules import FANOUT_TRIGGERS
-from db.models import Event, JourneyEntry, Rule
+from contracts.rules import FANOUT_TRIGGERS, RuleDefinition
+from db.models import Event, JourneyEntry, Rule, RuleVersion
+from services import customers
 from services.routing import Route
 
 _CUSTOMER_TRIGGERS = (
@@ -53,24 +55,31 @@ async def lifecycle_routes(
     may start journeys and fan-outs, every order is told to running journeys."""
     may_start = {e.id for e in (events if starting is None else starting)}
     types = {event.type for event in events if event.id in may_start}
-    rules: dict[str, list[str]] = {}
+    rules: dict[str, list[tuple[str, RuleDefinition]]] = {}
     if types & {*_CUSTOMER_TRIGGERS, *FANOUT_TRIGGERS}:
         rows = await session.execute(
-            select(Rule.trigger_event, Rule.id)
+            select(Rule.trigger_event, Rule.id, RuleVersion.definition)
+            .join(
+                RuleVersion,
+                (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version),
+            )
             .where(Rule.status == "active", Rule.trigger_event.in_(types))
             .order_by(Rule.priority, Rule.created_at, Rule.id)
         )
-        for trigger, rule_id in rows.all():
-            rules.setdefault(trigger, []).append(rule_id)
+        for trigger, rule_id, definition in rows.all():
+            rules.setdefault(trigger, []).append(
+                (rule_id, RuleDefinition.model_validate(definition))
+            )
     placed = await _placed_orders(
         session, [e for e in events if isinstance(e, OrderDelivered) and e.id in may_start]
     )
+    profiles: dict[str, dict[str, Any]] = {}
     routes: list[tuple[str, Route]] = []
     for event in events:
         if event.id in may_start and event.type in FANOUT_TRIGGERS and rules.get(event.type):
             routes.append((event.id, _fanout(event)))
         if event.id in may_start and event.type in _CUSTOMER_TRIGGERS:
-            started = _start(event, rules.get(event.type, []), placed)
+            started = await _start(session, event, rules.get(event.type, []), placed, profiles)
             routes += [(event.id, route) for route in started]
         if isinstance(event, OrderPlaced):
             routes += [(event.id, route) for route in await _tell_order(session, event)]
@@ -95,8 +104,17 @@ async def _placed_orders(
     }
 
 
-def _start(event: Any, rule_ids: list[str], placed: dict[str, dict[str, Any]]) -> list[Route]:
-    if not rule_ids:
+async def _start(
+    session: AsyncSession,
+    event: Any,
+    rules: list[tuple[str, RuleDefinition]],
+    placed: dict[str, dict[str, Any]],
+    profiles: dict[str, dict[str, Any]],
+) -> list[Route]:
+    """One journey per rule whose entry conditions the customer meets, judged on the
+    profile this event just updated; the journey judges again, on fresh data, as it
+    enters. A customer who cannot enter gets no workflow at all."""
+    if not rules:
         return []
     customer_id: str | None = event.customer_id
     key: str | None = None
@@ -116,8 +134,17 @@ def _start(event: Any, rule_ids: list[str], placed: dict[str, dict[str, Any]]) -
         context = {"product": event.model_dump(mode="json")["data"]}
     if customer_id is None:
         return []
+    if customer_id not in profiles:
+        profiles[customer_id] = await customers.customer_context(session, customer_id)
+    judged = {
+        **context,
+        "event": {"type": event.type, "data": context},
+        "customer": profiles[customer_id],
+    }
     routes = []
-    for rule_id in rule_ids:
+    for rule_id, definition in rules:
+        if not evaluate(definition.conditions, judged):
+            continue
         journey = LifecycleInput(
             rule_id=rule_id,
             customer_id=customer_id,

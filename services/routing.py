@@ -32,6 +32,7 @@ from contracts.events import (
     OrderShipped,
     PaymentCaptured,
     PaymentFailed,
+    PaymentRefunded,
 )
 from contracts.orders import OrderEvent, OrderLine, PlacedOrder, StartOrderInput
 
@@ -57,8 +58,17 @@ class Route:
     target_query: str | None = None
 
 
-def routes_for(event: Any, settings: Settings, *, received_at: datetime) -> list[Route]:
-    """``received_at``: when intake accepted the event (its ``occurred_at`` is never later)."""
+def routes_for(
+    event: Any,
+    settings: Settings,
+    placed_before: frozenset[str] = frozenset(),
+    *,
+    received_at: datetime,
+) -> list[Route]:
+    """``received_at``: when intake accepted the event (its ``occurred_at`` is never later).
+    ``placed_before``: orders whose ``order.placed`` was accepted by an earlier
+    transaction, so their workflow exists (or existed): events for them only signal it,
+    and one that finds it ended is told to the ended order, never starting a fresh run."""
     if isinstance(event, CartUpdated | CheckoutStarted):
         late = received_at - event.occurred_at > settings.event_late_after
         return [_cart_activity(event, settings, late=late)]
@@ -67,7 +77,7 @@ def routes_for(event: Any, settings: Settings, *, received_at: datetime) -> list
         if event.data.cart_id:
             routes.insert(1, _cart_ordered(event))
         return routes
-    if isinstance(event, PaymentCaptured | PaymentFailed):
+    if isinstance(event, PaymentCaptured | PaymentFailed | PaymentRefunded):
         data = event.data
         signal = OrderEvent(
             event_id=event.id,
@@ -78,9 +88,10 @@ def routes_for(event: Any, settings: Settings, *, received_at: datetime) -> list
             payment_id=data.payment_id,
             provider=data.provider,
             purpose=getattr(data, "purpose", None),
+            refund_id=getattr(data, "refund_id", None),
             reason=data.reason,
         )
-        return [_to_order(data.order_id, event.customer_id, signal)]
+        return [_to_order(data.order_id, event.customer_id, signal, placed_before)]
     if isinstance(event, _ORDER_PROGRESS):
         progress = event.data
         signal = OrderEvent(
@@ -91,7 +102,7 @@ def routes_for(event: Any, settings: Settings, *, received_at: datetime) -> list
             carrier=progress.carrier,
             reason=progress.reason,
         )
-        return [_to_order(progress.order_id, event.customer_id, signal)]
+        return [_to_order(progress.order_id, event.customer_id, signal, placed_before)]
     # Lifecycle and product workflows subscribe here as they are built.
     return []
 
@@ -120,16 +131,22 @@ def _order_placed(event: OrderPlaced, received_at: datetime) -> Route:
     return _to_order(data.order_id, event.customer.id, signal)
 
 
-def _to_order(order_id: str, customer_id: str | None, signal: OrderEvent) -> Route:
-    """Every order event starts the order's workflow if need be: one that overtakes
-    ``order.placed`` waits inside it for the placement."""
+def _to_order(
+    order_id: str,
+    customer_id: str | None,
+    signal: OrderEvent,
+    placed_before: frozenset[str] = frozenset(),
+) -> Route:
+    """An order event for an order never placed starts the order's workflow: one that
+    overtakes ``order.placed`` waits inside it for the placement. For a placed order it is
+    a signal; the dispatcher tells an ended order's events to the ended order."""
     attributes = {sa.ORDER_ID.name: order_id}
     if customer_id:
         attributes[sa.CUSTOMER_ID.name] = customer_id
     return Route(
         workflow_id=workflow_ids.order(order_id),
         workflow_type=ORDER_WORKFLOW,
-        kind="signal_with_start",
+        kind="signal" if order_id in placed_before else "signal_with_start",
         signal_payload=signal.model_dump(mode="json"),
         start_input=StartOrderInput(order_id=order_id).model_dump(mode="json"),
         search_attributes=attributes,

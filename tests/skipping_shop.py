@@ -85,7 +85,8 @@ class SkippingShop:
                 if row.kind == "signal_query":
                     continue  # visibility queries are the dev server's business
                 route = {c.name: getattr(row, c.name) for c in EventRoute.__table__.columns}
-                await self.dispatcher._deliver(route)
+                outcome = await self.dispatcher._deliver(route)
+                row.status, row.detail = outcome.status, outcome.detail
                 if row.workflow_id not in self.workflows:
                     self.workflows.append(row.workflow_id)
 

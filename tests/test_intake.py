@@ -146,11 +146,15 @@ async def test_late_cart_event_does_not_revive_an_ordered_cart(api: Api, tempora
     first_run = (await handle.describe()).run_id
     await api.post_event(late)
 
-    async def second_run_finished() -> bool:
-        latest = await handle.describe()
-        return latest.run_id != first_run and latest.status == WorkflowExecutionStatus.COMPLETED
+    async def told_to_the_ended_cart() -> dict[str, Any] | None:
+        [route] = (await api.get(f"/v1/events/{late['id']}")).json()["routes"]
+        return route if route["status"] != "pending" else None
 
-    await eventually(second_run_finished, what="late event's run to end")
+    route = await eventually(told_to_the_ended_cart, what="the late event's delivery")
+    assert route["status"] == "delivered_to_closed"
+    assert route["detail"] == "cart converted: cart.updated changes nothing"
+    latest = await handle.describe()  # no second run: the cart stays an order
+    assert (latest.run_id, latest.status) == (first_run, WorkflowExecutionStatus.COMPLETED)
     state = await _state(temporal, handle.id)
     assert state.status == "converted"
     assert state.order_id == order["data"]["order_id"]

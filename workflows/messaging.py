@@ -101,7 +101,14 @@ class Messenger:
                     excluded, attempt = tried, attempt + 1
                     continue
                 return outcome
-            if others and request.fallback_window > timedelta(0) and result.message_id:
+            # The outbox never reports: nothing to watch for. (Results recorded before
+            # ``reports`` existed read True, so their runs replay the watch they made.)
+            if (
+                others
+                and request.fallback_window > timedelta(0)
+                and result.message_id
+                and result.reports
+            ):
                 report = await self._watch(str(result.message_id), request.fallback_window)
                 if report is not None and report.status in _UNDELIVERED:
                     excluded, attempt = tried, attempt + 1

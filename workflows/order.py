@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         MessageStatusUpdate,
     )
     from contracts.orders import (
+        AFTER_END,
         CANCEL_PAYMENT_LINK,
         CREATE_PAYMENT_LINK,
         EVENT_STATUS,
@@ -81,6 +82,9 @@ _SHOP_RETRY = RetryPolicy(
 _PAYMENT_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
 _UPDATE_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
 _WAIT_FOR_PLACEMENT = timedelta(days=7)
+# Runs that ended before it ignored events arriving after their end; later ones act on
+# those an ended order still acts on (AFTER_END): a payment after a cancellation is refunded.
+AFTER_END_PATCH = "order-acts-after-end"
 _YES = frozenset({"YES", "Y", "HAAN", "HAN", "JI", "OK", "CONFIRM", "हाँ", "हां", "جی", "ہاں"})
 _NO = frozenset({"NO", "N", "NAHI", "NAHIN", "CANCEL", "नहीं", "نہیں"})
 
@@ -106,7 +110,7 @@ class _Flag:
 class OrderWorkflow:
     @workflow.init
     def __init__(self, input: StartOrderInput) -> None:
-        self._state = OrderState(order_id=input.order_id)
+        self._state = input.reopened or OrderState(order_id=input.order_id)
         self._seen: set[str] = set()
         self._inbox: list[OrderEvent | _Command | InboundMessageSignal] = []
         self._early: list[OrderEvent] = []
@@ -162,9 +166,11 @@ class OrderWorkflow:
 
     @workflow.run
     async def run(self, input: StartOrderInput) -> OrderResult:
+        if input.reopened is not None:
+            return await self._reopen(input.reopened)
         placed = await self._wait_for_placement()
         if placed is None:
-            return OrderResult(status=self._state.status, payment_status=self._state.payment_status)
+            return self._result()
         await self._place(placed)
         while self._state.status not in TERMINAL:
             for item in self._take():
@@ -181,6 +187,9 @@ class OrderWorkflow:
             except TimeoutError:
                 await self._on_timer()
                 self._publish()
+        if workflow.patched(AFTER_END_PATCH):
+            await self._ended()
+            return self._result()
         # Ops asking for anything now get a clear refusal from the validator; answer those
         # already queued, then let the customer's last messages finish.
         for item in self._take():
@@ -190,6 +199,101 @@ class OrderWorkflow:
         self._publish()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return OrderResult(status=self._state.status, payment_status=self._state.payment_status)
+
+    def _result(self) -> OrderResult:
+        state = self._state
+        return OrderResult(status=state.status, payment_status=state.payment_status, state=state)
+
+    # --- after the end --------------------------------------------------------------------
+
+    async def _ended(self) -> None:
+        """The order has ended: ops asking for a move get a clear refusal, events it still
+        acts on (AFTER_END) are applied, and the run ends once the customer's last messages
+        are out and nothing is left to handle."""
+
+        def settled() -> bool:
+            sent = all(task.done() for task in self._sends)
+            return bool(self._inbox) or (sent and workflow.all_handlers_finished())
+
+        while True:
+            for item in self._take():
+                if isinstance(item, _Command):
+                    item.error, item.done = self._refusal(S(item.request.to)), True
+                elif isinstance(item, OrderEvent):
+                    await self._after_end(item)
+                    self._publish()
+            self._publish()
+            await workflow.wait_condition(settled)
+            if not self._inbox:
+                return
+
+    async def _reopen(self, ended: OrderState) -> OrderResult:
+        """A run for an order whose workflow had ended, started for an event it still acts
+        on: it continues from the ended order's own state (``__init__`` took it), and ends
+        again."""
+        state = self._state
+        state.reopened += 1
+        attributes = [sa.ORDER_ID.value_set(state.order_id)]
+        if state.customer_id:
+            attributes.append(sa.CUSTOMER_ID.value_set(state.customer_id))
+        if state.cart_id:
+            attributes.append(sa.CART_ID.value_set(state.cart_id))
+        workflow.upsert_search_attributes(attributes)
+        self._record("sutra", f"reopened: the order had ended {state.status.value}")
+        await self._ended()
+        return self._result()
+
+    async def _after_end(self, event: OrderEvent) -> None:
+        state = self._state
+        by = f"event:{event.event_id}"
+        if event.type not in AFTER_END.get(state.status, frozenset()):
+            state.ignored_events += 1  # stale or repeated, as in the running order
+            return
+        if event.type == "payment.captured":
+            # After a cancellation the money goes back; after a delivery it is kept.
+            await self._paid(
+                event.amount or Decimal(0),
+                event.payment_id,
+                event.provider,
+                by,
+                event.purpose,
+                event.currency,
+            )
+        elif event.type == "payment.refunded":
+            self._refunded(event, by)
+        elif event.type == "order.rto":
+            await self._returned_after_delivery(event, by)
+
+    def _refunded(self, event: OrderEvent, by: str) -> None:
+        """A refund the shop (or its provider) made and told us of: recorded, once."""
+        state = self._state
+        refund_id = event.refund_id or event.event_id
+        ours = state.refund is not None and state.refund.provider_refund_id == refund_id
+        if ours or refund_id in state.refunds_reported:
+            return  # our own refund, or the same one told twice
+        if event.currency is not None and event.currency != state.currency:
+            self._record(by, f"refund {refund_id} in {event.currency}, not {state.currency}")
+            return
+        amount = event.amount or Decimal(0)
+        state.refunds_reported[refund_id] = amount
+        back = sum(state.refunds_reported.values(), Decimal(0))
+        if state.refund is not None and state.refund.status == "done":
+            back += state.refund.amount
+        if state.paid_amount > 0 and back >= state.paid_amount:
+            state.payment_status = "refunded"
+        self._record(by, f"refunded {amount} by the shop ({refund_id})")
+
+    async def _returned_after_delivery(self, event: OrderEvent, by: str) -> None:
+        """A parcel scanned delivered came back: no cash was collected at the door."""
+        state = self._state
+        if state.total is not None and state.payment_type in ("cod", "partial_cod"):
+            upfront = state.upfront_amount if state.payment_type == "partial_cod" else None
+            state.paid_amount = upfront or Decimal(0).quantize(state.total)
+            state.remaining_amount = state.total - state.discount - state.paid_amount
+            state.payment_status = "partially_paid" if upfront else "pending"
+        state.rto_reason = event.reason or "returned after it was scanned delivered"
+        self._move(S.rto, by, state.rto_reason)
+        await self._tell_shop("order.rto_after_delivery", {"reason": state.rto_reason})
 
     def _take(self) -> list[OrderEvent | _Command | InboundMessageSignal]:
         items, self._inbox = self._inbox, []
@@ -433,7 +537,9 @@ class OrderWorkflow:
             )
             state.paid_amount += amount
             self._record(by, f"payment {payment_id} of {amount} after cancellation")
-            await self._refund("payment after cancellation")
+            # Only this payment goes back: an earlier one may have been refunded already.
+            only = amount if workflow.patched(AFTER_END_PATCH) else None
+            await self._refund("payment after cancellation", only)
             return
         if currency is not None and currency != state.currency:
             self._record(by, f"payment {payment_id} in {currency}, not {state.currency}: ignored")
@@ -518,6 +624,9 @@ class OrderWorkflow:
                 event.purpose,
                 event.currency,
             )
+            return
+        if event.type == "payment.refunded":
+            self._refunded(event, by)
             return
         if event.type == "payment.failed":
             self._record(by, f"payment failed: {event.reason or 'no reason given'}")
@@ -633,17 +742,20 @@ class OrderWorkflow:
         link.status = result.status
         return result
 
-    async def _refund(self, reason: str) -> None:
-        """Compensation: give back what was paid, exactly once (the key is the payment)."""
+    async def _refund(self, reason: str, amount: Decimal | None = None) -> None:
+        """Compensation: give back what was paid (``amount``: one payment of it), exactly
+        once per payment (the key is the payment)."""
         state = self._state
-        if state.refund is not None and state.refund.status == "done":
+        key = f"{state.order_id}:refund:{state.payment_id}"
+        done = state.refund is not None and state.refund.status == "done"
+        if done and (amount is None or state.refund is None or state.refund.key == key):
             return
+        due = state.paid_amount if amount is None else amount
         if not state.payment_id or not state.payment_provider or state.currency is None:
             self._record("sutra", "a refund is due but the payment is unknown: told the shop")
-            await self._tell_shop("order.refund_required", {"amount": str(state.paid_amount)})
+            await self._tell_shop("order.refund_required", {"amount": str(due)})
             return
-        key = f"{state.order_id}:refund:{state.payment_id}"
-        state.refund = RefundInfo(key=key, amount=state.paid_amount)
+        state.refund = RefundInfo(key=key, amount=due)
         try:
             refund_id = await workflow.execute_activity(
                 REFUND_PAYMENT,
@@ -652,7 +764,7 @@ class OrderWorkflow:
                     order_id=state.order_id,
                     payment_id=state.payment_id,
                     provider=state.payment_provider,
-                    amount=state.paid_amount,
+                    amount=due,
                     currency=state.currency,
                     reason=reason,
                 ),
@@ -669,7 +781,7 @@ class OrderWorkflow:
         state.refund.provider_refund_id = refund_id
         state.refund.status = "done"
         state.payment_status = "refunded"
-        self._record("sutra", f"refunded {state.paid_amount} ({refund_id})")
+        self._record("sutra", f"refunded {due} ({refund_id})")
 
     def _move(self, to: OrderStatus, by: str, note: str | None) -> None:
         self._state.status = to
