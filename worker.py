@@ -31,8 +31,9 @@ from services import task_failure_log
 from services.messaging import Messaging
 from services.schedules import ensure_time_trigger_schedule
 from services.templates import Renderer
-from services.temporal import connect, ensure_search_attributes
+from services.temporal import connect, ensure_search_attributes, order_task_queue
 from workflows import ALL as WORKFLOWS
+from workflows.order import OrderWorkflow
 
 log = logging.getLogger("sutra.worker")
 
@@ -45,6 +46,38 @@ _RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(
 )
 
 
+class Workers:
+    """Sutra's workers, run together: the main one on the task queue, and the order
+    workflows' own, which keeps no workflow cache (``services.temporal.order_task_queue``
+    says why). Used like a ``temporalio.worker.Worker``: ``async with``, ``run()``."""
+
+    def __init__(self, main: Worker, orders: Worker) -> None:
+        self.main = main
+        self.orders = orders
+        self.all = (main, orders)
+
+    async def __aenter__(self) -> Workers:
+        await self.main.__aenter__()
+        try:
+            await self.orders.__aenter__()
+        except BaseException:
+            await self.main.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self.orders.__aexit__(*exc)
+        finally:
+            await self.main.__aexit__(*exc)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(worker.run() for worker in self.all))
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(worker.shutdown() for worker in self.all))
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -52,9 +85,12 @@ def build_worker(
     settings: Settings | None = None,
     *,
     extra_workflows: Sequence[type] = (),
+    order_cache: int = 0,
     **worker_options: Any,
-) -> Worker:
-    """The production wiring; tests build their workers with this too."""
+) -> Workers:
+    """The production wiring; tests build their workers with this too. ``worker_options``
+    go to the main worker; ``order_cache`` is the order workers' workflow cache, none in
+    production (a test sets it to show why)."""
     settings = settings or get_settings()
     carts = CartActivities(sessionmaker)
     messaging = MessagingActivities(
@@ -62,27 +98,40 @@ def build_worker(
     )
     journeys = JourneyActivities(settings, sessionmaker)
     orders = OrderActivities(settings, sessionmaker)
+    activities = [
+        carts.prepare_cart,
+        messaging.send_message,
+        *journeys.all(),
+        *orders.all(),
+        *ExperimentActivities(sessionmaker).all(),
+        *LifecycleActivities(sessionmaker).all(),
+        *FanoutActivities(client, task_queue, sessionmaker, settings).all(),
+        *SweepActivities(client, sessionmaker, task_queue).all(),
+    ]
     # One log line per failing workflow run instead of one per retry; nondeterminism
     # reaches it when the client runs on task_failure_log.worker_runtime().
     task_failure_log.install()
-    return Worker(
+    common: dict[str, Any] = {
+        "workflow_runner": SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
+        "interceptors": [task_failure_log.RunDirectoryInterceptor()],
+        "activities": activities,
+    }
+    # Orders placed before their queue existed still run here, on the main queue.
+    main = Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
-        interceptors=[task_failure_log.RunDirectoryInterceptor()],
-        activities=[
-            carts.prepare_cart,
-            messaging.send_message,
-            *journeys.all(),
-            *orders.all(),
-            *ExperimentActivities(sessionmaker).all(),
-            *LifecycleActivities(sessionmaker).all(),
-            *FanoutActivities(client, task_queue, sessionmaker, settings).all(),
-            *SweepActivities(client, sessionmaker, task_queue).all(),
-        ],
+        **common,
         **worker_options,
     )
+    order_workers = Worker(
+        client,
+        task_queue=order_task_queue(settings, task_queue),
+        workflows=[OrderWorkflow],
+        max_cached_workflows=order_cache,
+        **common,
+    )
+    return Workers(main, order_workers)
 
 
 async def connect_with_retry(settings: Settings) -> Client:
@@ -112,7 +161,11 @@ async def main() -> None:
     worker = build_worker(
         client, settings.temporal_task_queue, create_sessionmaker(engine), settings
     )
-    log.info("worker polling task queue %r", settings.temporal_task_queue)
+    log.info(
+        "worker polling task queues %r and %r (orders)",
+        settings.temporal_task_queue,
+        order_task_queue(settings),
+    )
     async with worker:
         await stop.wait()
         log.info("worker shutting down")

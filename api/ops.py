@@ -15,6 +15,7 @@ from api.errors import ServiceUnavailable, documented
 from config.settings import Settings
 from services import stranded
 from services.api_keys import Principal
+from services.temporal import task_queues
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
 
@@ -64,9 +65,10 @@ async def list_stranded_workflows(
     limit: Annotated[int, Query(ge=1, le=1000, description="How many to describe")] = 100,
 ) -> StrandedWorkflows:
     queue = settings.temporal_task_queue
+    queues = task_queues(settings)
     try:
-        total = await stranded.count(temporal, queue)
-        found = await stranded.list_stranded(temporal, queue, limit=limit) if total else []
+        total = await stranded.count(temporal, queues)
+        found = await stranded.list_stranded(temporal, queues, limit=limit) if total else []
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
     return StrandedWorkflows(

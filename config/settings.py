@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "sutra"
+    # Order workflows run on their own queue, on a worker that keeps no sticky cache (see
+    # services/temporal.order_task_queue); default: "<temporal_task_queue>-orders".
+    temporal_order_task_queue: str | None = None
     temporal_tls: bool = False
     temporal_tls_cert_path: str | None = None
     temporal_tls_key_path: str | None = None

@@ -36,6 +36,7 @@ from db.models import EventRoute, RouteHold
 from services import metrics
 from services.ended_workflows import JUDGED, Outcome, deliver_to_ended
 from services.intake import ROUTES_CHANNEL
+from services.temporal import task_queue_for
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class Dispatcher:
                     route["workflow_type"],
                     route["start_input"],
                     id=route["workflow_id"],
-                    task_queue=self.settings.temporal_task_queue,
+                    task_queue=task_queue_for(self.settings, route["workflow_type"]),
                     search_attributes=TypedSearchAttributes(pairs),
                     static_summary=route["summary"],
                     rpc_timeout=timeout,
@@ -243,7 +244,7 @@ class Dispatcher:
                 route["workflow_type"],
                 route["start_input"],
                 id=route["workflow_id"],
-                task_queue=self.settings.temporal_task_queue,
+                task_queue=task_queue_for(self.settings, route["workflow_type"]),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 start_signal=route["signal_name"],
                 start_signal_args=[route["signal_payload"]],
@@ -259,7 +260,7 @@ class Dispatcher:
         return await deliver_to_ended(
             self.client,
             route,
-            self.settings.temporal_task_queue,
+            task_queue_for(self.settings, route["workflow_type"]),
             self.settings.dispatcher_rpc_timeout,
         )
 

@@ -37,6 +37,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from config.settings import Settings
 from contracts.search_attributes import equals
 from services import metrics
+from services.temporal import task_queues
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,10 @@ _CONCURRENCY = 8
 _COUNT_CAP = 10_000
 
 
-def stranded_query(task_queue: str) -> str:
-    """The visibility query for the stranded workflows of one task queue."""
-    return (
-        f'{REPORTED_PROBLEMS.name} IS NOT NULL AND ExecutionStatus = "Running" '
-        f"AND {equals(_TASK_QUEUE, task_queue)}"
-    )
+def stranded_query(task_queues: Sequence[str]) -> str:
+    """The visibility query for the stranded workflows of these task queues."""
+    queues = " OR ".join(equals(_TASK_QUEUE, queue) for queue in task_queues)
+    return f'{REPORTED_PROBLEMS.name} IS NOT NULL AND ExecutionStatus = "Running" AND ({queues})'
 
 
 @dataclass(frozen=True)
@@ -84,28 +83,30 @@ def _problem(values: Sequence[str], name: str) -> str:
     return next((v[len(prefix) :] for v in values if v.startswith(prefix)), "")
 
 
-async def count(client: Client, task_queue: str) -> int:
-    result = await client.count_workflows(stranded_query(task_queue), rpc_timeout=_RPC_TIMEOUT)
+async def count(client: Client, task_queues: Sequence[str]) -> int:
+    result = await client.count_workflows(stranded_query(task_queues), rpc_timeout=_RPC_TIMEOUT)
     return result.count
 
 
-async def count_by_type(client: Client, task_queue: str) -> Counter[str]:
+async def count_by_type(client: Client, task_queues: Sequence[str]) -> Counter[str]:
     """Stranded workflows by workflow type (visibility cannot group by type itself)."""
     counts: Counter[str] = Counter()
     async for execution in client.list_workflows(
-        stranded_query(task_queue), page_size=1000, limit=_COUNT_CAP, rpc_timeout=_RPC_TIMEOUT
+        stranded_query(task_queues), page_size=1000, limit=_COUNT_CAP, rpc_timeout=_RPC_TIMEOUT
     ):
         counts[execution.workflow_type] += 1
     return counts
 
 
-async def list_stranded(client: Client, task_queue: str, *, limit: int) -> list[StrandedWorkflow]:
+async def list_stranded(
+    client: Client, task_queues: Sequence[str], *, limit: int
+) -> list[StrandedWorkflow]:
     """Up to ``limit`` stranded workflows with their failures; a workflow that recovered
     between the query and its description is left out."""
     found = [
         execution
         async for execution in client.list_workflows(
-            stranded_query(task_queue),
+            stranded_query(task_queues),
             page_size=min(limit, 1000),
             limit=limit,
             rpc_timeout=_RPC_TIMEOUT,
@@ -208,7 +209,7 @@ class StrandedMonitor:
         self._failing = False
 
     async def check(self) -> int:
-        counts = await count_by_type(self.client, self.settings.temporal_task_queue)
+        counts = await count_by_type(self.client, task_queues(self.settings))
         # A type that had stranded workflows reads 0 afterwards rather than vanishing.
         self._types |= set(counts)
         for workflow_type in self._types:
@@ -228,10 +229,10 @@ class StrandedMonitor:
                 self._failing = False
                 if found and found != before:  # said once per change, not every check
                     log.warning(
-                        "%d workflow(s) on task queue %r keep failing their workflow tasks: "
+                        "%d workflow(s) on task queues %r keep failing their workflow tasks: "
                         "GET /v1/ops/stranded-workflows lists them",
                         found,
-                        self.settings.temporal_task_queue,
+                        task_queues(self.settings),
                     )
             except Exception as exc:  # Temporal down or slow: /readyz reports that
                 if not self._failing:

@@ -17,6 +17,7 @@ from temporalio.service import RetryConfig, RPCError, TLSConfig
 from config.settings import Settings
 from contracts import search_attributes
 from services.payload_codec import data_converter
+from services.routing import ORDER_WORKFLOW
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +92,38 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             exc.message,
             ", ".join(k.name for k in search_attributes.ALL),
         )
+
+
+# Why orders have a task queue of their own, served by a worker without a workflow cache:
+# a worker that restarted (or evicted an order) and is then asked a query takes it as a
+# "legacy query" task whose history already holds events no workflow task has handled yet.
+# The SDK core applies them there, and the order's reaction to them becomes commands that
+# go out ahead of an ops update accepted in the next workflow task. Replaying that history
+# hands the events and the update to the workflow together, the update first, and fails
+# with "Update machine does not handle this event: TimerCanceled": the order is stranded.
+# (temporalio/sdk-python#1591 and the sequencing fix proposed in temporalio/sdk-rust#1597;
+# tests/test_order_interleavings.py reproduces it.) A worker that caches nothing handles
+# every task from the whole history, exactly as a replay does, so what it writes always
+# replays. Order histories are short (tens to a few hundred events): the replay per task
+# costs milliseconds. Workflows without updates keep the cache.
+ORDER_QUEUE_SUFFIX = "-orders"
+
+
+def order_task_queue(settings: Settings, task_queue: str | None = None) -> str:
+    """The order workflows' queue: ``SUTRA_TEMPORAL_ORDER_TASK_QUEUE``, else the given (or
+    configured) task queue with ``-orders``."""
+    if settings.temporal_order_task_queue:
+        return settings.temporal_order_task_queue
+    return f"{task_queue or settings.temporal_task_queue}{ORDER_QUEUE_SUFFIX}"
+
+
+def task_queue_for(settings: Settings, workflow_type: str) -> str:
+    """Where a workflow of this type is started."""
+    if workflow_type == ORDER_WORKFLOW:
+        return order_task_queue(settings)
+    return settings.temporal_task_queue
+
+
+def task_queues(settings: Settings) -> list[str]:
+    """Every task queue Sutra's workers poll."""
+    return [settings.temporal_task_queue, order_task_queue(settings)]

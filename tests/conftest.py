@@ -27,7 +27,6 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from api.app import create_app
 from config.settings import Environment, Settings
@@ -37,7 +36,7 @@ from db.migrate import upgrade
 from embedded.binaries import temporal_cli, temporal_test_server
 from services import stranded
 from tests.order_shop import ShopEndpoint
-from worker import build_worker
+from worker import Workers, build_worker
 
 pytest_plugins = ["tests.providers.fixtures"]
 
@@ -191,7 +190,7 @@ async def worker(
     dev_server: WorkflowEnvironment,
     task_queue: str,
     sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Workers]:
     worker = build_worker(dev_server.client, task_queue, sessionmaker)
     async with worker:
         yield worker

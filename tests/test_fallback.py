@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from config.settings import Settings
 from contracts.messages import MessageOutcome, MessageRequest
@@ -27,7 +26,7 @@ from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.signing import SendGridSigner
-from worker import build_worker
+from worker import Workers, build_worker
 
 SIGNER = SendGridSigner()
 
@@ -64,7 +63,7 @@ async def stack(
     provider_settings: Settings,
     dev_server: WorkflowEnvironment,
     sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[tuple[Api, Worker]]:
+) -> AsyncIterator[tuple[Api, Workers]]:
     api, lifespan = await start_api(provider_settings)
     worker = build_worker(
         dev_server.client,
@@ -117,7 +116,7 @@ async def _ledger(
 
 
 async def test_an_invalid_number_fails_at_once_and_the_step_goes_out_by_email(
-    stack: tuple[Api, Worker],
+    stack: tuple[Api, Workers],
     provider_settings: Settings,
     dev_server: WorkflowEnvironment,
     fake_twilio: FakeTwilio,
@@ -150,7 +149,7 @@ async def test_an_invalid_number_fails_at_once_and_the_step_goes_out_by_email(
 
 
 async def test_a_bounce_reported_later_sends_the_step_on_the_next_channel(
-    stack: tuple[Api, Worker],
+    stack: tuple[Api, Workers],
     provider_settings: Settings,
     dev_server: WorkflowEnvironment,
     fake_twilio: FakeTwilio,
@@ -202,7 +201,7 @@ async def test_a_bounce_reported_later_sends_the_step_on_the_next_channel(
 
 
 async def test_a_provider_outage_is_retried_and_the_message_goes_out_once(
-    stack: tuple[Api, Worker],
+    stack: tuple[Api, Workers],
     provider_settings: Settings,
     dev_server: WorkflowEnvironment,
     fake_twilio: FakeTwilio,

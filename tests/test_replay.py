@@ -21,8 +21,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
+from temporalio.workflow import NondeterminismError
 
 import workflows
+import workflows.order
 from contracts.lifecycle import LifecycleInput, LifecycleState
 from workflows.lifecycle import LifecycleJourneyWorkflow
 
@@ -70,6 +72,23 @@ def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
     assert registered - recorded == set(), "record them: python -m tests.record_histories"
     for path in RECORDED:
         assert path.stat().st_size < 300_000, f"{path.name}: record a shorter scenario"
+
+
+# --- an order stranded by the SDK, kept as evidence -----------------------------------------
+
+STRANDED = HISTORIES / "stranded" / "order_update_after_cold_query.json"
+
+
+async def test_the_stranded_order_history_fails_to_replay_as_it_did_in_production():
+    """The history a worker that caches order workflows wrote when a read (a query), an
+    event and an ops move reached an order while no worker ran (tests/test_order_interleavings
+    .py records it): the event's effects went out ahead of the move's acceptance, and no code
+    can replay that. It is why order workflows run on workers without a cache
+    (services/temporal.py); if this ever replays, the SDK changed and that can be revisited."""
+    failure = await _failure(workflows.order.OrderWorkflow, _load(STRANDED))
+    assert isinstance(failure, NondeterminismError)
+    assert "Update machine does not handle this event" in str(failure)
+    assert "TimerCanceled" in str(failure)
 
 
 # --- the procedure, on a real workflow and its committed histories -------------------------
