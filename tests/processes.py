@@ -305,8 +305,12 @@ class TcpProxy:
     stall before anything reached the server is dropped at ``resume()`` instead of being
     opened upstream. The proxy's kernel keeps ACKing, so TCP keepalives and
     ``tcp_user_timeout`` on the client see a healthy peer, as they would with a hung
-    server. It listens on TCP and forwards to a TCP address or, for an embedded pgserver,
-    to its Unix socket."""
+    server. ``stall_after(marker, then)`` stalls at a chosen point of one transaction:
+    once a client has sent ``marker`` (an event id in an INSERT, say), right after that
+    connection's next message containing ``then`` (``COMMIT_MESSAGE``: the server commits
+    and its answer is held), or right after the marker itself when ``then`` is None (the
+    transaction is left open). It listens on TCP and forwards to a TCP address or, for an
+    embedded pgserver, to its Unix socket."""
 
     name = "TCP proxy"
 
@@ -328,6 +332,8 @@ class TcpProxy:
         self.connections = 0
         self.stalled_connections = 0  # accepted while stalled
         self.held_bytes = 0  # bytes that arrived while stalled and were held
+        self.stalled_at: float | None = None  # time.monotonic() of the last stall
+        self._trigger: tuple[bytes, bytes | None] | None = None
         self._thread.start()
         self._run(self._init())
 
@@ -357,6 +363,10 @@ class TcpProxy:
     def stall(self) -> None:
         self._run(self._set_flowing(False))
 
+    def stall_after(self, marker: bytes, then: bytes | None = None) -> None:
+        self.stalled_at = None
+        self._trigger = (marker, then)
+
     def resume(self) -> None:
         self._run(self._set_flowing(True))
 
@@ -365,6 +375,7 @@ class TcpProxy:
             self.flowing.set()
         else:
             self.flowing.clear()
+            self.stalled_at = time.monotonic()
 
     def kill(self) -> None:
         if self._loop.is_closed():
@@ -447,10 +458,31 @@ class TcpProxy:
         if first:
             up_writer.write(first)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        marked = False  # this connection sent the armed trigger's marker
+
+        def triggered(data: bytes) -> bool:
+            nonlocal marked
+            if self._trigger is None or not self.flowing.is_set():
+                return False
+            marker, then = self._trigger
+            if not marked and marker in data:
+                marked = True
+                return then is None
+            return marked and then is not None and then in data
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+        ) -> None:
             try:
                 while True:
                     data = await src.read(65536)
+                    if upstream and triggered(data):
+                        # Stalled before this goes on, so the server's answer is held.
+                        self._trigger = None
+                        await self._set_flowing(False)
+                        dst.write(data)
+                        await dst.drain()
+                        continue
                     if not self.flowing.is_set():
                         # Stalled: hold what arrived, and the close too, until resumed.
                         self.held_bytes += len(data)
@@ -466,7 +498,31 @@ class TcpProxy:
                     dst.transport.abort()
                 self._writers.discard(dst)
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+# How psycopg commits: a simple-query message carrying the bare command.
+COMMIT_MESSAGE = b"COMMIT\x00"
+
+
+def proxy_for(database_url: str) -> TcpProxy:
+    """A proxy in front of the test database: its TCP address, or the Unix socket of the
+    embedded pgserver that ``make test`` starts when no DATABASE_URL is set (``?host=/dir``)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    socket_dir = url.query.get("host")
+    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+        return TcpProxy(unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
+    return TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+
+
+def through(database_url: str, proxy: TcpProxy) -> str:
+    """``database_url`` by way of ``proxy``."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url).difference_update_query(["host"])
+    return url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 # --- the load the fault tests run, and what they check afterwards --------------------------
@@ -546,3 +602,28 @@ def terminate_backends(admin_url: str, database: str) -> int:
             (database,),
         ).fetchall()
     return len(rows)
+
+
+def assert_each_text_sent_once(
+    rows: list[dict[str, Any]],
+    carts: list[tuple[str, str, str]],
+    twilio: Any,
+    texts_per_cart: int,
+) -> None:
+    """Every (customer, cart, phone) got ``texts_per_cart`` texts: one ledger row each,
+    ``sent``, and exactly one message at Twilio per row."""
+    from collections import Counter
+
+    assert rows, "no ledger rows"
+    assert Counter(r["key"] for r in rows).most_common(1)[0][1] == 1
+    sent = [r for r in rows if r["status"] == "sent"]
+    assert len(sent) == len(rows) == len(carts) * texts_per_cart, [
+        (r["key"][-8:], r["template"], r["status"], r["reason"])
+        for r in rows
+        if r["status"] != "sent"
+    ]
+    for customer_id, _, phone in carts:
+        mine = [r for r in sent if r["customer_id"] == customer_id]
+        delivered = twilio.sent_to(phone)
+        assert len(delivered) == texts_per_cart, (customer_id, [m.body for m in delivered])
+        assert sorted(m.sid for m in delivered) == sorted(r["provider_message_id"] for r in mine)
