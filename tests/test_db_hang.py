@@ -51,6 +51,7 @@ from tests.factories import cart_updated, eventually, item, uid
 from tests.processes import (
     COMMIT_MESSAGE,
     ApiProcess,
+    TcpProxy,
     WorkerProcess,
     assert_each_text_sent_once,
     fast_cart_rule,
@@ -222,22 +223,17 @@ async def _activity_retries(client: Client, task_queue: str) -> tuple[list[str],
     return failures, timeouts
 
 
-def _applied(client: Client, cart_id: str, events: int) -> Any:
+def _cart_state(client: Client, cart_id: str, *, applied: int | None = None) -> Any:
+    """A probe for ``eventually``: the cart's state once it has applied ``applied`` events,
+    or (without) once its journey has ended."""
+
     async def probe() -> CartState | None:
         state = await client.get_workflow_handle(f"cart/{cart_id}").query(
             "state", result_type=CartState
         )
-        return state if state.events_applied == events else None
-
-    return probe
-
-
-def _cart_done(client: Client, cart_id: str) -> Any:
-    async def probe() -> CartState | None:
-        state = await client.get_workflow_handle(f"cart/{cart_id}").query(
-            "state", result_type=CartState
-        )
-        return state if state.journey_status == "ended" else None
+        if applied is None:
+            return state if state.journey_status == "ended" else None
+        return state if state.events_applied == applied else None
 
     return probe
 
@@ -253,7 +249,9 @@ def _latencies(calls: list[Call]) -> str:
     )
 
 
-async def _probe_midway(url: str, proxy: Any, after: float) -> tuple[Call, httpx.Response, float]:
+async def _probe_midway(
+    url: str, proxy: TcpProxy, after: float
+) -> tuple[Call, httpx.Response, float]:
     """/healthz and /readyz, ``after`` seconds into the next stall."""
 
     async def stalled() -> float | None:
@@ -265,6 +263,7 @@ async def _probe_midway(url: str, proxy: Any, after: float) -> tuple[Call, httpx
     healthz = await probe.call("/healthz", "GET", "/healthz")
     asked = time.monotonic()
     readyz = await probe.http.get("/readyz")
+    await probe.http.aclose()
     return healthz, readyz, time.monotonic() - asked
 
 
@@ -338,9 +337,8 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 n = 0
                 while not stop.is_set() or n == 0:
                     n += 1
-                    if (
-                        await post(cart_id, _update(cart_id, customer_id, n, start))
-                    ).status not in (200, 202):
+                    call = await post(cart_id, _update(cart_id, customer_id, n, start))
+                    if call.status not in (200, 202):
                         return  # asserted below: only 2xx and 503 may come back
                     await asyncio.sleep(0.2)
 
@@ -468,7 +466,7 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 redelivered += len(signalled) - len(sent[cart_id])
                 # Applied once the cart's own activity, retried since the stall, lets it.
                 state = await eventually(
-                    _applied(temporal, cart_id, len(sent[cart_id])),
+                    _cart_state(temporal, cart_id, applied=len(sent[cart_id])),
                     within=120 if SOAK else 60,
                     interval=0.5,
                     what=f"every accepted event to take effect on {cart_id}",
@@ -479,7 +477,7 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
             # --- the journeys: every text once, no activity left to Temporal's timeout --
             for _, cart_id, _ in journeys:
                 state = await eventually(
-                    _cart_done(temporal, cart_id),
+                    _cart_state(temporal, cart_id),
                     within=240 if SOAK else 90,
                     interval=0.5,
                     what=f"the journey of {cart_id} to finish",
@@ -508,6 +506,7 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 f" database error {sum(bool(_DB_FAILURES.search(f)) for f in failures)},"
                 " timed out 0"
             )
+            await backend.http.aclose()
     finally:
         if rule_id is not None:
             with psycopg.connect(database_url) as conn:
