@@ -18,9 +18,10 @@ and a query would wait for its answer forever. So every wait has a deadline of i
 A wait that reaches its deadline, or is cancelled (an activity's timeout, a request's
 budget), closes the connection on the spot, without the cancel request psycopg would send
 first: that request is a new connection to the same silent server, and psycopg would then
-wait up to 10 s more for the query to end. SQLAlchemy sees the connection closed and drops
-it from the pool, so nothing broken is handed out again; whatever the transaction had done
-is rolled back by the server, or committed wholly if its COMMIT had already got there.
+wait up to 10 s more for the query to end. SQLAlchemy sees the connection closed, drops it
+and retires the pool's older connections (each is replaced when next taken), so nothing
+broken is handed out again; whatever the transaction had done is rolled back by the
+server, or committed wholly if its COMMIT had already got there.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 
 import psycopg
 from psycopg import waiting
-from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -114,18 +114,24 @@ async def connect(settings: Settings, *, autocommit: bool = False) -> BoundedCon
     """A new connection with Sutra's deadlines: the engine's, and the dispatcher's own."""
     if not settings.database_url:
         raise RuntimeError("no database configured: set DATABASE_URL")
-    conninfo = libpq_url(settings.database_url)
-    statement_ms = round(settings.database_statement_timeout.total_seconds() * 1000)
-    options = conninfo_to_dict(conninfo).get("options")
     conn = await BoundedConnection.connect(
-        conninfo,
-        autocommit=autocommit,
+        libpq_url(settings.database_url),
+        autocommit=True,
         connect_timeout=connect_timeout_seconds(settings),
-        options=" ".join(
-            filter(None, [str(options or ""), f"-c statement_timeout={statement_ms}"])
-        ),
     )
     conn.answer_timeout = settings.database_statement_timeout.total_seconds() + ANSWER_GRACE_SECONDS
+    try:
+        # A statement rather than a startup option (-c in "options"): PgBouncer refuses
+        # startup options it does not track, and would refuse the connection.
+        statement_ms = round(settings.database_statement_timeout.total_seconds() * 1000)
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)", (f"{statement_ms}ms",)
+        )
+        if not autocommit:
+            await conn.set_autocommit(False)
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
