@@ -223,9 +223,10 @@ class RateLimitMiddleware:
     client IP is the caller's. A database error, or a check that takes longer than its
     budget (``CHECK_WITHIN_SECONDS``), lets the request through (fail open): the limit
     protects the service, and the request itself will meet the same database. After a
-    failed check the limiter stands aside for ``STAND_ASIDE_SECONDS``, so while the
-    database is down or hanging each request waits for it once, not twice; requests get
-    through either way, so no limit is lost that a failing check would have kept.
+    failed check the limiter stands aside for ``STAND_ASIDE_SECONDS``, then lets one
+    request at a time check again until a check succeeds, so while the database is down or
+    hanging a request waits for it once, not twice; requests get through either way, so no
+    limit is lost that a failing check would have kept.
     """
 
     def __init__(self, app: ASGIApp, *, per_minute: int, burst: int) -> None:
@@ -236,6 +237,7 @@ class RateLimitMiddleware:
         self._engine: Any = None
         self._warned_at = 0.0
         self._failed_at = -STAND_ASIDE_SECONDS
+        self._probing = False  # after a failure, one check at a time finds out if it is over
 
     def _bucket(self, scope: Scope) -> str:
         token = _bearer(scope)
@@ -262,9 +264,11 @@ class RateLimitMiddleware:
         if self._limiter is None or self._engine is not engine:
             self._limiter = RateLimiter(engine, per_minute=self.per_minute, burst=self.burst)
             self._engine = engine
-        if time.monotonic() - self._failed_at < STAND_ASIDE_SECONDS:
+        failing = self._failed_at > 0
+        if failing and (self._probing or time.monotonic() - self._failed_at < STAND_ASIDE_SECONDS):
             await self.app(scope, receive, send)
             return
+        self._probing = failing
         try:
             decision = await self._limiter.take(self._bucket(scope))
         except Exception:
@@ -272,8 +276,13 @@ class RateLimitMiddleware:
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
                 _log.warning("rate limit check failed; letting requests through", exc_info=True)
+            decision = None
+        finally:
+            self._probing = False
+        if decision is None:
             await self.app(scope, receive, send)
             return
+        self._failed_at = -STAND_ASIDE_SECONDS
         if not decision.allowed:
             await _send_429(send, decision.retry_after)
             return
