@@ -457,6 +457,7 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 return all(r["status"] != "pending" for r in rows["routes"])
 
             await eventually(delivered, within=60, interval=0.5, what="every route delivered")
+            drained = time.monotonic() - second[1]
             redelivered = 0
             for cart_id, _ in carts:
                 # At least once: a delivery whose bookkeeping the stall cut off is repeated,
@@ -500,8 +501,9 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 f" began: {_latencies(stalled)}; causes in the API log {dict(causes)};"
                 f" /readyz {readyz_seconds:.2f}s; first success {recovered - first[1]:.2f}s"
                 f" after resume; events {len(event_ids)} stored once (the open one's retry"
-                f" accepted, the committed one's duplicate), {redelivered} delivered twice and"
-                f" applied once; held by the proxy {held[0]} connections, {held[1]} bytes;"
+                f" accepted, the committed one's duplicate), every route delivered {drained:.1f}s"
+                f" after the last resume, {redelivered} delivered twice and applied once;"
+                f" held by the proxy {held[0]} connections, {held[1]} bytes;"
                 f" journeys {JOURNEYS}, texts {len(rows)} sent once; activity retries after a"
                 f" database error {sum(bool(_DB_FAILURES.search(f)) for f in failures)},"
                 " timed out 0"
