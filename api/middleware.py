@@ -177,6 +177,8 @@ class SecurityHeadersMiddleware:
 # their signatures and come in bursts (a campaign's status callbacks) that a 429 would
 # only turn into retries, or into the provider disabling the webhook.
 RATE_LIMIT_EXEMPT = ("/healthz", "/readyz", "/metrics", "/v1/webhooks/")
+# How long the limiter stays out of the way after a check failed (the Retry-After of a 503).
+STAND_ASIDE_SECONDS = 5.0
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -218,8 +220,13 @@ class RateLimitMiddleware:
     sight of it in 10 s — counts against its client IP instead. So garbage keys cannot
     dodge the limit, and a valid key's first request is all that is counted elsewhere.
     Behind a proxy, run uvicorn with ``--proxy-headers --forwarded-allow-ips`` so the
-    client IP is the caller's. A database error lets the request through (fail open):
-    the limit protects the service, and the request itself will meet the same database.
+    client IP is the caller's. A database error, or a check that takes longer than its
+    budget (``CHECK_WITHIN_SECONDS``), lets the request through (fail open): the limit
+    protects the service, and the request itself will meet the same database. After a
+    failed check the limiter stands aside for ``STAND_ASIDE_SECONDS``, then lets one
+    request at a time check again until a check succeeds, so while the database is down or
+    hanging a request waits for it once, not twice; requests get through either way, so no
+    limit is lost that a failing check would have kept.
     """
 
     def __init__(self, app: ASGIApp, *, per_minute: int, burst: int) -> None:
@@ -229,6 +236,8 @@ class RateLimitMiddleware:
         self._limiter: RateLimiter | None = None
         self._engine: Any = None
         self._warned_at = 0.0
+        self._failed_at = -STAND_ASIDE_SECONDS
+        self._probing = False  # after a failure, one check at a time finds out if it is over
 
     def _bucket(self, scope: Scope) -> str:
         token = _bearer(scope)
@@ -255,14 +264,25 @@ class RateLimitMiddleware:
         if self._limiter is None or self._engine is not engine:
             self._limiter = RateLimiter(engine, per_minute=self.per_minute, burst=self.burst)
             self._engine = engine
+        failing = self._failed_at > 0
+        if failing and (self._probing or time.monotonic() - self._failed_at < STAND_ASIDE_SECONDS):
+            await self.app(scope, receive, send)
+            return
+        self._probing = failing
         try:
             decision = await self._limiter.take(self._bucket(scope))
         except Exception:
+            self._failed_at = time.monotonic()
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
                 _log.warning("rate limit check failed; letting requests through", exc_info=True)
+            decision = None
+        finally:
+            self._probing = False
+        if decision is None:
             await self.app(scope, receive, send)
             return
+        self._failed_at = -STAND_ASIDE_SECONDS
         if not decision.allowed:
             await _send_429(send, decision.retry_after)
             return

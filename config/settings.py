@@ -9,7 +9,14 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.payment_policy import PaymentPolicy
@@ -85,6 +92,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SUTRA_DATABASE_URL", "DATABASE_URL")
     )
     database_pool_size: int = Field(default=10, ge=1)
+    # Bounds on every wait for PostgreSQL (db/engine.py), so a database that hangs turns
+    # into quick errors (503s, retried activities) rather than requests that never end.
+    database_connect_timeout: timedelta = timedelta(seconds=5)
+    database_statement_timeout: timedelta = timedelta(seconds=10)
+    database_pool_timeout: timedelta = timedelta(seconds=5)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -199,6 +211,18 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     # Channels a production install deliberately runs on the outbox (e.g. "sms,whatsapp").
     outbox_channels: str = ""
+
+    @field_validator(
+        "database_connect_timeout", "database_statement_timeout", "database_pool_timeout"
+    )
+    @classmethod
+    def _check_database_timeouts(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        name = f"SUTRA_{(info.field_name or '').upper()}"
+        if value <= timedelta(0):
+            raise ValueError(f"{name} must be longer than zero (an ISO 8601 duration, e.g. PT5S)")
+        if info.field_name == "database_connect_timeout" and value < timedelta(seconds=2):
+            raise ValueError(f"{name} must be at least 2 seconds (libpq's minimum)")
+        return value
 
     @field_validator("payload_keys")
     @classmethod

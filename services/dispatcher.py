@@ -32,6 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from db.engine import connect
 from db.models import EventRoute, RouteHold
 from services import metrics
 from services.ended_workflows import JUDGED, Outcome, deliver_to_ended
@@ -78,13 +79,6 @@ class _GroupResult:
     outage: bool = False
 
 
-def _plain_conninfo(url: str) -> str:
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix) :]
-    return url
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -100,12 +94,13 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Run until cancelled: wait for leadership, then deliver."""
-        assert self.settings.database_url
-        conninfo = _plain_conninfo(self.settings.database_url)
         standby = self.settings.dispatcher_poll_interval.total_seconds() * 5
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                # The database's deadlines apply here too: a LISTEN connection to a server
+                # that hangs fails its next round trip instead of waiting on it forever (a
+                # notifies() wait has a timeout of its own, the poll interval, and polls).
+                async with await connect(self.settings, autocommit=True) as conn:
                     row = await (
                         await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
                     ).fetchone()

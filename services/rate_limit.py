@@ -18,6 +18,7 @@ to ``burst``; a fresh or idle bucket admits ``burst`` requests at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -51,6 +52,10 @@ _TAKE = text(
 )
 _SWEEP = text("DELETE FROM rate_limits WHERE tat < statement_timestamp() - interval '1 minute'")
 _SWEEP_EVERY = 300.0
+# The check is one statement on one row. When it cannot be done in this time the database
+# is overloaded or not answering, and the request goes on unlimited (the caller fails open)
+# instead of waiting twice, here and again for its own queries.
+CHECK_WITHIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class RateLimiter:
 
     async def take(self, bucket: str) -> Decision:
         """Take one token from ``bucket``; a refusal says how long until one is free."""
-        async with self._engine.connect() as conn:
+        async with asyncio.timeout(CHECK_WITHIN_SECONDS), self._engine.connect() as conn:
             row = (
                 await conn.execute(
                     _TAKE,

@@ -1,6 +1,7 @@
 """Real processes for the fault tests: a Temporal dev server on a database file that can be
 stopped and started again, the API under uvicorn, the worker, and a TCP proxy in front of
-PostgreSQL that can cut every connection and refuse new ones.
+PostgreSQL that can cut every connection and refuse new ones, or stall them (a database
+that hangs: accepted, never answered, never closed).
 
 Every helper can be stopped more than once and is stopped by the ``Processes`` registry
 the tests use, failed test or not; output goes to log files in a temporary folder so a
@@ -294,10 +295,24 @@ def processes() -> Iterator[Processes]:
 
 
 class TcpProxy:
-    """A TCP proxy in its own thread, in front of PostgreSQL: ``cut()`` closes every
-    connection through it and refuses new ones (the database is gone, as far as the client
-    can tell); ``restore()`` accepts again on the same port. It listens on TCP and forwards
-    to a TCP address or, for an embedded pgserver, to its Unix socket."""
+    """A TCP proxy in its own thread, in front of PostgreSQL.
+
+    ``cut()`` closes every connection through it and refuses new ones (the database is
+    gone, as far as the client can tell); ``restore()`` accepts again on the same port.
+    ``stall()`` is the nastier fault, a database that hangs: connections are still
+    accepted and nothing is ever closed, but no byte goes through in either direction,
+    on new connections or on those already open (what a client sent is held, as the
+    kernel of a hung server or a congested path holds it); ``resume()`` lets everything
+    held go on, in order, closes included. A connection whose client gave up during the
+    stall before anything reached the server is dropped at ``resume()`` instead of being
+    opened upstream. The proxy's kernel keeps ACKing, so TCP keepalives and
+    ``tcp_user_timeout`` on the client see a healthy peer, as they would with a hung
+    server. ``stall_after(marker, then)`` stalls at a chosen point of one transaction:
+    once a client has sent ``marker`` (an event id in an INSERT, say), right after that
+    connection's next message containing ``then`` (``COMMIT_MESSAGE``: the server commits
+    and its answer is held), or right after the marker itself when ``then`` is None (the
+    transaction is left open). It listens on TCP and forwards to a TCP address or, for an
+    embedded pgserver, to its Unix socket."""
 
     name = "TCP proxy"
 
@@ -315,8 +330,23 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
         self.connections = 0
+        self.stalled_connections = 0  # accepted while stalled
+        self.held_bytes = 0  # bytes that arrived while stalled and were held
+        self.stalled_at: float | None = None  # time.monotonic() of the last stall
+        self._trigger: tuple[bytes, bytes | None] | None = None
         self._thread.start()
+        self._run(self._init())
+
+    async def _init(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    @property
+    def flowing(self) -> asyncio.Event:
+        assert self._flowing is not None
+        return self._flowing
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
@@ -332,11 +362,28 @@ class TcpProxy:
     def cut(self) -> None:
         self._run(self._close())
 
+    def stall(self) -> None:
+        self._run(self._set_flowing(False))
+
+    def stall_after(self, marker: bytes, then: bytes | None = None) -> None:
+        self.stalled_at = None
+        self._trigger = (marker, then)
+
+    def resume(self) -> None:
+        self._run(self._set_flowing(True))
+
+    async def _set_flowing(self, flowing: bool) -> None:
+        if flowing:
+            self.flowing.set()
+        else:
+            self.flowing.clear()
+            self.stalled_at = time.monotonic()
+
     def kill(self) -> None:
         if self._loop.is_closed():
             return
         with contextlib.suppress(Exception):
-            self._run(self._close())
+            self._run(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -353,10 +400,52 @@ class TcpProxy:
                 writer.transport.abort()
         self._writers.clear()
 
+    async def _shutdown(self) -> None:
+        await self._close()
+        self.flowing.set()  # held connections end instead of waiting
+        # Every socket is aborted: let the pipes see it and end before the loop stops.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=2)
+
+    async def _held_until_flowing(self, reader: asyncio.StreamReader) -> bytes | None:
+        """While stalled, a new connection's bytes are read and held, so a client that
+        gives up is noticed; None when it gave up before the proxy resumed."""
+        held = bytearray()
+        self.stalled_connections += 1
+        while not self.flowing.is_set():
+            read = asyncio.ensure_future(reader.read(65536))
+            flowing = asyncio.ensure_future(self.flowing.wait())
+            done, _ = await asyncio.wait({read, flowing}, return_when=asyncio.FIRST_COMPLETED)
+            if read in done:
+                flowing.cancel()
+                data = read.result()
+                if not data:
+                    return None
+                held += data
+                self.held_bytes += len(data)
+            else:
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    data = await read  # a read that completed as it was cancelled
+                    if not data:
+                        return None
+                    held += data
+        return bytes(held)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._server is None:
             writer.transport.abort()
             return
+        self._writers.add(writer)
+        first = b""
+        if not self.flowing.is_set():
+            held = await self._held_until_flowing(reader)
+            if held is None:
+                writer.transport.abort()
+                self._writers.discard(writer)
+                return
+            first = held
         try:
             if self.unix is not None:
                 up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
@@ -364,13 +453,44 @@ class TcpProxy:
                 up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            self._writers.discard(writer)
             return
         self.connections += 1
-        self._writers.update((writer, up_writer))
+        self._writers.add(up_writer)
+        if first:
+            up_writer.write(first)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        marked = False  # this connection sent the armed trigger's marker
+
+        def triggered(data: bytes) -> bool:
+            nonlocal marked
+            if self._trigger is None or not self.flowing.is_set():
+                return False
+            marker, then = self._trigger
+            if not marked and marker in data:
+                marked = True
+                return then is None
+            return marked and then is not None and then in data
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+        ) -> None:
             try:
-                while data := await src.read(65536):
+                while True:
+                    data = await src.read(65536)
+                    if upstream and triggered(data):
+                        # Stalled before this goes on, so the server's answer is held.
+                        self._trigger = None
+                        await self._set_flowing(False)
+                        dst.write(data)
+                        await dst.drain()
+                        continue
+                    if not self.flowing.is_set():
+                        # Stalled: hold what arrived, and the close too, until resumed.
+                        self.held_bytes += len(data)
+                        await self.flowing.wait()
+                    if not data:
+                        break
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -380,7 +500,31 @@ class TcpProxy:
                     dst.transport.abort()
                 self._writers.discard(dst)
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+# How psycopg commits: a simple-query message carrying the bare command.
+COMMIT_MESSAGE = b"COMMIT\x00"
+
+
+def proxy_for(database_url: str) -> TcpProxy:
+    """A proxy in front of the test database: its TCP address, or the Unix socket of the
+    embedded pgserver that ``make test`` starts when no DATABASE_URL is set (``?host=/dir``)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    socket_dir = url.query.get("host")
+    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+        return TcpProxy(unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
+    return TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+
+
+def through(database_url: str, proxy: TcpProxy) -> str:
+    """``database_url`` by way of ``proxy``."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url).difference_update_query(["host"])
+    return url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 # --- the load the fault tests run, and what they check afterwards --------------------------
@@ -460,3 +604,28 @@ def terminate_backends(admin_url: str, database: str) -> int:
             (database,),
         ).fetchall()
     return len(rows)
+
+
+def assert_each_text_sent_once(
+    rows: list[dict[str, Any]],
+    carts: list[tuple[str, str, str]],
+    twilio: Any,
+    texts_per_cart: int,
+) -> None:
+    """Every (customer, cart, phone) got ``texts_per_cart`` texts: one ledger row each,
+    ``sent``, and exactly one message at Twilio per row."""
+    from collections import Counter
+
+    assert rows, "no ledger rows"
+    assert Counter(r["key"] for r in rows).most_common(1)[0][1] == 1
+    sent = [r for r in rows if r["status"] == "sent"]
+    assert len(sent) == len(rows) == len(carts) * texts_per_cart, [
+        (r["key"][-8:], r["template"], r["status"], r["reason"])
+        for r in rows
+        if r["status"] != "sent"
+    ]
+    for customer_id, _, phone in carts:
+        mine = [r for r in sent if r["customer_id"] == customer_id]
+        delivered = twilio.sent_to(phone)
+        assert len(delivered) == texts_per_cart, (customer_id, [m.body for m in delivered])
+        assert sorted(m.sid for m in delivered) == sorted(r["provider_message_id"] for r in mine)

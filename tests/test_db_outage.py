@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections import Counter
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -18,11 +17,13 @@ from contracts.carts import CartState
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
 from tests.factories import cart_updated, eventually, uid
 from tests.processes import (
-    TcpProxy,
+    assert_each_text_sent_once,
     fast_cart_rule,
     ledger,
     phone_for,
+    proxy_for,
     terminate_backends,
+    through,
 )
 from tests.providers.fake_twilio import FakeTwilio
 from worker import build_worker
@@ -103,7 +104,7 @@ async def test_activities_retry_through_dropped_connections_and_send_each_messag
 
         assert sum(cuts) >= CUTS, f"connections dropped per cut: {cuts}"
         rows = await asyncio.to_thread(ledger, database_url, [c for c, _, _ in carts])
-        _assert_each_text_sent_once(rows, carts, fake_twilio)
+        assert_each_text_sent_once(rows, carts, fake_twilio, TEXTS_PER_CART)
         print(
             f"\n[db-outage activities] {CARTS} carts, {CUTS} cuts dropping {cuts} connections;"
             f" texts expected {CARTS * TEXTS_PER_CART}, sent {len(rows)},"
@@ -116,39 +117,7 @@ async def test_activities_retry_through_dropped_connections_and_send_each_messag
         await lifespan.__aexit__(None, None, None)
 
 
-def _assert_each_text_sent_once(
-    rows: list[dict[str, Any]], carts: list[tuple[str, str, str]], twilio: FakeTwilio
-) -> None:
-    assert Counter(r["key"] for r in rows).most_common(1)[0][1] == 1
-    sent = [r for r in rows if r["status"] == "sent"]
-    assert len(sent) == len(rows) == CARTS * TEXTS_PER_CART, [
-        (r["key"][-8:], r["template"], r["status"], r["reason"])
-        for r in rows
-        if r["status"] != "sent"
-    ]
-    for customer_id, _, phone in carts:
-        mine = [r for r in sent if r["customer_id"] == customer_id]
-        delivered = twilio.sent_to(phone)
-        assert len(delivered) == TEXTS_PER_CART, (customer_id, [m.body for m in delivered])
-        assert sorted(m.sid for m in delivered) == sorted(r["provider_message_id"] for r in mine)
-
-
 # --- the API ------------------------------------------------------------------------------
-
-
-def _proxy_for(database_url: str) -> TcpProxy:
-    """In front of the test database: its TCP address, or the Unix socket of the embedded
-    pgserver that ``make test`` starts when no DATABASE_URL is set (``?host=/dir``)."""
-    url = make_url(database_url)
-    socket_dir = url.query.get("host")
-    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
-        return TcpProxy(unix=f"{socket_dir}/.s.PGSQL.{url.port or 5432}")
-    return TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-
-
-def _proxied(database_url: str, proxy: TcpProxy) -> str:
-    url = make_url(database_url).difference_update_query(["host"])
-    return url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
 
 
 async def _needs_the_database(api: Api, event: dict[str, Any], customer_id: str) -> list[Any]:
@@ -162,12 +131,12 @@ async def _needs_the_database(api: Api, event: dict[str, Any], customer_id: str)
 async def test_the_api_answers_503_while_the_database_is_unreachable_and_recovers_by_itself(
     database_url: str, dev_server: WorkflowEnvironment, task_queue: str
 ):
-    proxy = _proxy_for(database_url).start()
+    proxy = proxy_for(database_url).start()
     api: Api | None = None
     lifespan: Any = None
     try:
         settings = make_settings(
-            _proxied(database_url, proxy),
+            through(database_url, proxy),
             dev_server.client.service_client.config.target_host,
             task_queue,
             dispatcher_enabled=False,

@@ -133,6 +133,22 @@ def test_half_configured_credentials_are_refused_everywhere():
         Settings(twilio_account_sid="AC123")
 
 
+def test_database_timeouts_must_be_bounds_libpq_can_keep(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SUTRA_DATABASE_CONNECT_TIMEOUT", "PT1S")
+    with pytest.raises(ValidationError, match="SUTRA_DATABASE_CONNECT_TIMEOUT must be at least 2"):
+        Settings()
+    monkeypatch.setenv("SUTRA_DATABASE_CONNECT_TIMEOUT", "PT3S")
+    monkeypatch.setenv("SUTRA_DATABASE_STATEMENT_TIMEOUT", "PT0S")
+    with pytest.raises(ValidationError, match="SUTRA_DATABASE_STATEMENT_TIMEOUT must be longer"):
+        Settings()
+    monkeypatch.setenv("SUTRA_DATABASE_STATEMENT_TIMEOUT", "PT30S")
+
+    settings = Settings()
+
+    assert settings.database_connect_timeout.total_seconds() == 3
+    assert settings.database_statement_timeout.total_seconds() == 30
+
+
 def test_database_url_must_be_postgres():
     with pytest.raises(ValueError, match="PostgreSQL"):
         _ = Settings(database_url="mysql://u@db/sutra").sqlalchemy_url
