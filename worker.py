@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -33,6 +34,8 @@ from services.temporal import connect, ensure_search_attributes
 from workflows import ALL as WORKFLOWS
 
 log = logging.getLogger("sutra.worker")
+
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 # Every workflow run gets a fresh sandbox that re-imports the modules not passed through:
 # re-executing ours cost some 50 ms of CPU per journey started. They hold no module-level
@@ -64,6 +67,9 @@ def build_worker(
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
         workflow_runner=SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
+        # A batch activity's beats reach the server every 2 s, well inside its heartbeat
+        # timeout (activities/heartbeats.py), however busy this worker is.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         activities=[
             carts.prepare_cart,
             messaging.send_message,
