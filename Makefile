@@ -35,11 +35,12 @@ PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
-# The long runs: more journeys and kills, a one-minute Temporal outage, a back-in-stock
-# fan-out to 5,000 subscribers (about 10 minutes on 2 CPUs). Rerun a crash
-# schedule with SUTRA_CHAOS_SEED=<n> (the seed is printed).
+# The long runs: more journeys and kills, a one-minute Temporal outage, Temporal SIGKILLed
+# six times under load, a back-in-stock fan-out to 5,000 subscribers, a fan-out and a sweep
+# whose worker is SIGKILLed mid-batch five times. Rerun a crash schedule with
+# SUTRA_CHAOS_SEED=<n> (the seed is printed).
 soak: $(STAMP)
-	SUTRA_SOAK=1 $(BIN)/pytest -q -s -p no:logging tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_db_outage.py tests/test_product_fanout.py
+	SUTRA_SOAK=1 $(BIN)/pytest -q -s -p no:logging tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_temporal_kill.py tests/test_db_outage.py tests/test_product_fanout.py tests/test_fanout_kill.py tests/test_sweep_kill.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -6,6 +6,7 @@ new worker after it, and reading what the kill cut off."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +20,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from tests.processes import WorkerProcess
 
 # after-claims: the moment a batch's claims are committed (its starts under way, or not
-# begun). before-marks: every journey of the batch started, its claims not yet marked (a
-# row lock taken here on its claims holds the marks back). between-runs: right after the
-# last batch of a run is marked, where the workflow continues as new.
-HOWS = ("after-claims", "before-marks", "between-runs")
+# begun). mid-starts: some of the batch's journeys started, none marked (a batch starting
+# many: its starts take a while). before-marks: every journey of the batch started, its
+# claims not yet marked (a row lock taken here on its claims holds the marks back).
+# between-runs: right after the last batch of a run is marked, where the workflow
+# continues as new.
+HOWS = ("after-claims", "mid-starts", "before-marks", "between-runs")
 
 
 @dataclass
@@ -85,6 +88,10 @@ async def kill(
                     hit = counts[1] >= started
                 else:
                     hit = counts[0] >= claimed and counts[0] > counts[1]
+                if hit and how == "mid-starts":
+                    ids = await (await conn.execute(_UNMARKED, (rule_id,))).fetchall()
+                    sample = random.sample([i[0] for i in ids], min(len(ids), 10))
+                    hit = await existing(client, sample) > 0
                 if hit and how == "before-marks":
                     # Lock the batch's claims: its marks wait for this transaction. Locked
                     # too late (the marks won), nothing comes back: try the next batch.

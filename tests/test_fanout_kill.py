@@ -45,7 +45,7 @@ KILLS: list[tuple[str, float]] = (
         ("after-claims", 0.1),
         ("before-marks", 0.3),
         ("between-runs", 0.0),
-        ("after-claims", 0.6),
+        ("mid-starts", 0.6),
         ("before-marks", 0.8),
     ]
     if SOAK

@@ -42,13 +42,13 @@ ACTOR = rules.Actor(key_id=None, name="tests")
 KILLS: list[tuple[str, float]] = (
     [
         ("after-claims", 0.1),
-        ("before-marks", 0.2),
+        ("mid-starts", 0.2),
         ("between-runs", 0.0),
-        ("after-claims", 0.55),
-        ("before-marks", 0.8),
+        ("before-marks", 0.55),
+        ("mid-starts", 0.8),
     ]
     if SOAK
-    else [("before-marks", 0.15), ("between-runs", 0.0)]
+    else [("mid-starts", 0.15), ("between-runs", 0.0)]
 )
 
 

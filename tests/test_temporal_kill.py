@@ -59,7 +59,9 @@ WAVES = 3 if SOAK else 1
 OUTAGE = 45.0 if SOAK else 10.0
 LOAD_CARTS = 20 if SOAK else 10
 WAVE_CARTS, WAVE_WELCOMES = (20, 10) if SOAK else (6, 4)
-LOAD_INTERVAL = 0.5  # seconds between two updates of one load cart
+# Some 20 events a second in all, what this 2-core machine delivers with room to drain the
+# backlog of an outage (each is a workflow task of its cart on the worker).
+LOAD_INTERVAL = LOAD_CARTS / 20  # seconds between two updates of one load cart
 CART_TEXTS = Counter({"cart_reminder_1": 2, "cart_reminder_2": 1})
 WELCOME_EMAILS = Counter({"welcome": 2})
 
@@ -201,7 +203,9 @@ async def _mid_wait(
         told += sum(1 for _, email in welcomes if sendgrid.sent_to(email))
         return told if told * 3 >= 2 * (len(carts) + len(welcomes)) else None
 
-    return await eventually(started, within=90, interval=0.1, what="the wave's first messages")
+    # Its events queue behind those accepted during the last outage.
+    within = 300 if SOAK else 90
+    return await eventually(started, within=within, interval=0.1, what="the wave's first messages")
 
 
 def _say(what: str) -> None:
