@@ -6,7 +6,7 @@ journey and one message.
 The worker is ``python -m tests.worker_process`` (the production wiring: the fan-out's
 journeys run on it too, their email going to the outbox); the API, its dispatcher
 starting the fan-out, runs in-process. A page is small so that the audience takes more
-than one run of the fan-out (50 pages each). ``SUTRA_SOAK=1``: 2,000 subscribers, four
+than one run of the fan-out (50 pages each). ``SUTRA_SOAK=1``: 2,000 subscribers, five
 kills.
 """
 
