@@ -35,12 +35,15 @@ PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
-# The long runs: more journeys and kills, a one-minute Temporal outage, a one-minute
-# PostgreSQL hang, a back-in-stock fan-out to 5,000 subscribers, a four-minute SendGrid and
-# Twilio storm, 200 seeded order interleavings, the extreme-timestamp fuzzing at ten times
-# the examples. Rerun a crash schedule with SUTRA_CHAOS_SEED=<n> (the seed is printed).
-SOAK_TESTS = tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_db_outage.py \
-	tests/test_db_hang.py tests/test_product_fanout.py tests/test_provider_storms.py \
+# The long runs: more journeys and kills, a one-minute Temporal outage, Temporal SIGKILLed
+# six times under load, a one-minute PostgreSQL hang, a back-in-stock fan-out to 5,000
+# subscribers, a fan-out and a sweep whose worker is SIGKILLed mid-batch five times, a
+# four-minute SendGrid and Twilio storm, 200 seeded order interleavings, the extreme-timestamp
+# fuzzing at ten times the examples. Rerun a crash schedule with SUTRA_CHAOS_SEED=<n> (the
+# seed is printed).
+SOAK_TESTS = tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_temporal_kill.py \
+	tests/test_db_outage.py tests/test_db_hang.py tests/test_product_fanout.py \
+	tests/test_fanout_kill.py tests/test_sweep_kill.py tests/test_provider_storms.py \
 	tests/test_order_interleavings.py tests/test_extreme_timestamps.py tests/test_dated_inputs.py
 soak: $(STAMP)
 	SUTRA_SOAK=1 $(BIN)/pytest -q -s -p no:logging $(SOAK_TESTS)

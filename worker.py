@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,6 +37,8 @@ from workflows import ALL as WORKFLOWS
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("sutra.worker")
+
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 # Every workflow run gets a fresh sandbox that re-imports the modules not passed through:
 # re-executing ours cost some 50 ms of CPU per journey started. They hold no module-level
@@ -113,6 +116,9 @@ def build_worker(
     task_failure_log.install()
     common: dict[str, Any] = {
         "workflow_runner": SandboxedWorkflowRunner(restrictions=_RESTRICTIONS),
+        # A batch activity's beats reach the server every 2 s, well inside its heartbeat
+        # timeout (activities/heartbeats.py), however busy this worker is.
+        "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "interceptors": [task_failure_log.RunDirectoryInterceptor()],
         "activities": activities,
     }

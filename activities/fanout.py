@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 
+from activities.heartbeats import heartbeating
 from config.settings import Settings
 from contracts.lifecycle import FanoutInput
 from services import fanout
@@ -43,14 +44,15 @@ class FanoutActivities:
 
     @activity.defn(name=FANOUT_BATCH)
     async def fanout_batch(self, input: FanoutInput) -> FanoutBatch:
-        page = await fanout.run_page(
-            self._client,
-            self._sessionmaker,
-            self._task_queue,
-            input,
-            limit=self._settings.fanout_batch_size,
-            now=datetime.now(UTC),
-        )
+        async with heartbeating():
+            page = await fanout.run_page(
+                self._client,
+                self._sessionmaker,
+                self._task_queue,
+                input,
+                limit=self._settings.fanout_batch_size,
+                now=datetime.now(UTC),
+            )
         return FanoutBatch(
             cursor=page.cursor,
             customers=page.customers,

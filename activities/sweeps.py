@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 
+from activities.heartbeats import heartbeating
 from services import time_triggers
 from services.journey_starts import claim_and_start
 from services.time_triggers import (
@@ -38,6 +39,10 @@ class SweepActivities:
 
     @activity.defn(name=SWEEP_BATCH)
     async def sweep_batch(self, input: SweepBatchInput) -> SweepBatchResult:
+        async with heartbeating():
+            return await self._sweep_batch(input)
+
+    async def _sweep_batch(self, input: SweepBatchInput) -> SweepBatchResult:
         async with self._sessionmaker() as session:
             trigger = await time_triggers.active_trigger(session, input.rule_id)
             if trigger is None:

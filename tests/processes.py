@@ -190,17 +190,21 @@ def sutra_env(
 
 
 class WorkerProcess(_Process):
-    """``python -m tests.worker_process``: the production worker wiring, from ``env``."""
+    """``python -m tests.worker_process``: the production worker wiring, from ``env`` (or
+    another worker module printing "worker ready", e.g. ``tests.sweep_worker_process``)."""
 
     name = "worker"
 
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, folder: Path, env: dict[str, str], module: str = "tests.worker_process"
+    ) -> None:
         super().__init__(folder / "worker.log")
         self.env = env
+        self.module = module
 
     def start(self, timeout: float = 90) -> None:
         size = self.log.stat().st_size if self.log.exists() else 0
-        self._spawn([sys.executable, "-m", "tests.worker_process"], self.env)
+        self._spawn([sys.executable, "-m", self.module], self.env)
         deadline = time.monotonic() + timeout
         while True:
             with open(self.log, "rb") as out:

@@ -438,7 +438,18 @@ async def lifecycle_post_purchase_completed(shop: Recorder) -> None:
 async def sweep_birthdays(shop: Recorder) -> None:
     """The hourly sweep over three customers whose birthday is today, one customer per
     page and one page per run: the first run (targets, a page, continue-as-new) and the
-    last (the empty page, the experiments' judgement, done)."""
+    last (the empty page, the experiments' judgement, done). Recorded before the patch
+    sweep-batch-heartbeat; on today's code it records sweep_heartbeat_* instead."""
+    await _sweep_birthdays(shop, "sweep_birthdays")
+
+
+@scenario("sweep_heartbeat_continued_as_new", "sweep_heartbeat_last_run")
+async def sweep_heartbeat(shop: Recorder) -> None:
+    """The same sweep with its batches heartbeating (patch sweep-batch-heartbeat)."""
+    await _sweep_birthdays(shop, "sweep_heartbeat")
+
+
+async def _sweep_birthdays(shop: Recorder, name: str) -> None:
     today = (await shop.now()).date()
     ids = [f"bday_{uuid.uuid4().hex[:8]}_{n}" for n in range(3)]
     async with shop.sessionmaker() as session, session.begin():
@@ -479,15 +490,27 @@ async def sweep_birthdays(shop: Recorder) -> None:
     assert totals.started == 3, totals
     assert len(await shop.claimed_journeys(rule_id)) == 3
     assert handle.first_execution_run_id is not None
-    await shop.keep("sweep_birthdays_continued_as_new", workflow_id, handle.first_execution_run_id)
-    await shop.keep("sweep_birthdays_last_run", workflow_id)
+    await shop.keep(f"{name}_continued_as_new", workflow_id, handle.first_execution_run_id)
+    await shop.keep(f"{name}_last_run", workflow_id)
     await shop.archive(rule_id)
 
 
 @scenario("fanout_back_in_stock_continued_as_new", "fanout_back_in_stock_last_run")
 async def fanout_back_in_stock(shop: Recorder) -> None:
     """A product back in stock for 51 subscribers, one per page with a rate pause after
-    each: 50 pages, continue-as-new, the last page and the end."""
+    each: 50 pages, continue-as-new, the last page and the end. Recorded before the patch
+    fanout-page-heartbeat; on today's code it records fanout_heartbeat_* instead."""
+    await _fanout_back_in_stock(shop, "fanout_back_in_stock")
+
+
+@scenario("fanout_heartbeat_last_run")
+async def fanout_heartbeat(shop: Recorder) -> None:
+    """The same fan-out with its pages heartbeating (patch fanout-page-heartbeat): its
+    last run (the first run's 50 pages would only repeat the page 50 times)."""
+    await _fanout_back_in_stock(shop, "fanout_heartbeat", first_run=False)
+
+
+async def _fanout_back_in_stock(shop: Recorder, name: str, *, first_run: bool = True) -> None:
     sku = uid("SKU")
     now = await shop.now()
     ids = [f"bis_{uuid.uuid4().hex[:8]}_{n:02}" for n in range(FANOUT_SUBSCRIBERS)]
@@ -525,9 +548,10 @@ async def fanout_back_in_stock(shop: Recorder) -> None:
     )
     workflow_id = workflow_ids.fanout(event_id)
     assert await shop.finish(workflow_id) == FANOUT_SUBSCRIBERS
-    await shop.keep("fanout_back_in_stock_last_run", workflow_id)
-    first = _previous_run(shop.histories["fanout_back_in_stock_last_run"])
-    await shop.keep("fanout_back_in_stock_continued_as_new", workflow_id, first)
+    await shop.keep(f"{name}_last_run", workflow_id)
+    if first_run:
+        first = _previous_run(shop.histories[f"{name}_last_run"])
+        await shop.keep(f"{name}_continued_as_new", workflow_id, first)
     for journey in ids:
         shop.workflows.append(workflow_ids.journey(rule_id, journey, f"bis-{event_id}"))
     await shop.archive(rule_id)

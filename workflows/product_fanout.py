@@ -26,6 +26,10 @@ _RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # A page starts a few hundred workflows at most; a minute is plenty, and a stuck attempt is
 # retried rather than waited for.
 _PAGE_TIMEOUT = timedelta(minutes=2)
+# A page's worker that dies is noticed within this (the page heartbeats), not after the
+# page timeout: the fan-out goes on on another worker within seconds of a crash.
+HEARTBEAT_PATCH = "fanout-page-heartbeat"
+_PAGE_HEARTBEAT = timedelta(seconds=10)
 
 
 @workflow.defn(name=FANOUT_WORKFLOW)
@@ -41,6 +45,7 @@ class ProductFanout:
                 progress,
                 result_type=FanoutBatch,
                 start_to_close_timeout=_PAGE_TIMEOUT,
+                heartbeat_timeout=_PAGE_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,
                 retry_policy=_RETRY,
             )
             progress = progress.model_copy(

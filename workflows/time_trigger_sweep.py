@@ -35,6 +35,10 @@ with workflow.unsafe.imports_passed_through():
 _RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # A batch starts up to a few hundred workflows; a stuck attempt is retried, not waited for.
 _BATCH_TIMEOUT = timedelta(minutes=5)
+# A batch's worker that dies is noticed within this (the batch heartbeats), not after the
+# batch timeout: the sweep goes on on another worker within seconds of a crash.
+HEARTBEAT_PATCH = "sweep-batch-heartbeat"
+_BATCH_HEARTBEAT = timedelta(seconds=10)
 
 
 @workflow.defn(name=SWEEP_WORKFLOW)
@@ -74,6 +78,7 @@ class TimeTriggerSweep:
                 ),
                 result_type=SweepBatchResult,
                 start_to_close_timeout=_BATCH_TIMEOUT,
+                heartbeat_timeout=_BATCH_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,
                 retry_policy=_RETRY,
             )
             _add(progress.totals, batch)
