@@ -104,6 +104,7 @@ def build_worker(
     activities = [
         carts.prepare_cart,
         messaging.send_message,
+        messaging.abandon_message,
         *journeys.all(),
         *orders.all(),
         *ExperimentActivities(sessionmaker).all(),

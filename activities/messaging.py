@@ -8,7 +8,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.base import TransientSendError
-from contracts.messages import SEND_MESSAGE, SendMessageInput, SendMessageResult
+from contracts.messages import (
+    ABANDON_MESSAGE,
+    SEND_MESSAGE,
+    AbandonMessageInput,
+    SendMessageInput,
+    SendMessageResult,
+)
 from services.messaging import AwaitingProvider, Messaging
 
 # "Retry-After: 0" (or a date already past) still gets a breath between attempts.
@@ -44,3 +50,7 @@ class MessagingActivities:
             return None
         ceiling = self._messaging.settings.provider_retry_after_max
         return min(max(asked, MIN_RETRY_DELAY), ceiling)
+
+    @activity.defn(name=ABANDON_MESSAGE)
+    async def abandon_message(self, input: AbandonMessageInput) -> None:
+        await self._messaging.abandon(input.ledger_key, input.reason)

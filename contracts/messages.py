@@ -18,6 +18,7 @@ Status = Literal[
 ]
 
 SEND_MESSAGE = "send_message"
+ABANDON_MESSAGE = "abandon_message"
 MESSAGE_STATUS_SIGNAL = "message_status"
 INBOUND_SIGNAL = "inbound_message"
 
@@ -63,6 +64,14 @@ class SendMessageInput(BaseModel):
     @property
     def ledger_key(self) -> str:
         return f"{self.request.key}#{self.attempt}"
+
+
+class AbandonMessageInput(BaseModel):
+    """A deferred message whose journey ended before it could go out: its ledger row,
+    still ``queued``, becomes ``suppressed`` with the reason."""
+
+    ledger_key: str
+    reason: str
 
 
 class SendMessageResult(BaseModel):

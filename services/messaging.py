@@ -485,6 +485,16 @@ class Messaging:
             row.error_code = row.error_message = None
             return _result(row)
 
+    async def abandon(self, ledger_key: str, reason: str) -> None:
+        """A message that never went out and never will (its journey ended while it waited
+        for quiet hours or a cap): ``queued`` becomes ``suppressed``, nothing else changes."""
+        async with self.sessionmaker() as session, session.begin():
+            row = await session.scalar(
+                select(Message).where(Message.key == ledger_key).with_for_update()
+            )
+            if row is not None and row.status == "queued":
+                row.status, row.reason, row.deferred_until = "suppressed", reason[:1000], None
+
     async def _record_failed(
         self, message_id: Any, outgoing: OutgoingMessage, exc: PermanentSendError, now: datetime
     ) -> SendMessageResult:

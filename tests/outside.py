@@ -66,6 +66,7 @@ def event(kind: str, occurred_at: Any) -> dict[str, Any]:
         },
         "payment.captured": {**order, "amount": "450.00", "currency": "PKR"},
         "payment.failed": {**order, "amount": "450.00", "currency": "PKR"},
+        "payment.refunded": {**order, "amount": "450.00", "currency": "PKR", "refund_id": "rf1"},
         "product.back_in_stock": {"sku": "SKU1"},
         "product.price_dropped": {
             "sku": "SKU1",

@@ -41,6 +41,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import workflow as temporal_workflow
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
@@ -48,6 +49,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+import workflows
 from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
@@ -59,6 +61,7 @@ from embedded.binaries import temporal_test_server
 from services import rules
 from services.customers import upsert_from_events
 from services.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
+from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
 from tests.order_shop import OrderShop
@@ -586,6 +589,129 @@ async def cart_fallback_beside_bounced(shop: Recorder) -> None:
     await shop.archive(rule_id)
 
 
+@scenario("cart_branch_deferred_ended_by_order")
+async def cart_branch_deferred_ended_by_order(shop: Recorder) -> None:
+    """A branch on the cart's total ("4500.00" equals 4500: numeric equality) leads to a
+    reminder due at 21:30, inside quiet hours: it waits for 09:00 beside a watch-free
+    journey, the customer orders at 23:00, the journey ends then and the waiting reminder
+    is given up (``abandon_message``)."""
+    customer_id = await _reachable_customer(shop)
+    send = {"send": {"channels": ["email", "sms"], "template": "cart_reminder_1"}}
+    rule_id = await shop.rule(
+        [customer_id],
+        {
+            "name": "Branching reminder",
+            "trigger": {"event": "cart.abandoned", "after": "PT1H"},
+            "priority": 1,
+            "steps": [
+                {
+                    "branch": {
+                        "if": {"field": "cart.total", "op": "eq", "value": 4500},
+                        "then": [send],
+                        "else": [{"send": {"channels": ["sms"], "template": "cart_reminder_1"}}],
+                    }
+                }
+            ],
+        },
+    )
+    await shop.at_local(20)
+    await shop.env.sleep(30 * MINUTE)
+    cart_id = await shop.cart(customer_id)
+    await shop.env.sleep(2 * HOUR + 30 * MINUTE)
+    await shop.order(customer_id, cart_id=cart_id)
+    result = await shop.finish(workflow_ids.cart(cart_id))
+    assert result["status"] == "converted", result
+    assert await shop.cart_messages(cart_id) == []
+    await shop.keep("cart_branch_deferred_ended_by_order", workflow_ids.cart(cart_id))
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_split_and_branch")
+async def lifecycle_split_and_branch(shop: Recorder) -> None:
+    """A welcome split 50/50 (the variant recorded), then a branch on the customer's order
+    count (numeric equality): the variant's email and the branch's."""
+    customer_id = uid("c")
+    rule_id = await shop.rule(
+        [customer_id],
+        {
+            "trigger": {"event": "customer.created"},
+            "steps": [
+                {
+                    "split": [
+                        {
+                            "weight": 50,
+                            "name": "a",
+                            "steps": [{"send": {"channels": ["email"], "template": "welcome_1"}}],
+                        },
+                        {
+                            "weight": 50,
+                            "name": "b",
+                            "steps": [{"send": {"channels": ["email"], "template": "welcome_2"}}],
+                        },
+                    ]
+                },
+                {"wait": "P1D"},
+                {
+                    "branch": {
+                        "if": {"field": "customer.orders_count", "op": "eq", "value": "0"},
+                        "then": [{"send": {"channels": ["email"], "template": "welcome_2"}}],
+                        "else": [{"send": {"channels": ["email"], "template": "welcome_1"}}],
+                    }
+                },
+            ],
+        },
+    )
+    await shop.at_local(10)
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            "data": {},
+        }
+    )
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "completed"), result
+    await shop.keep("lifecycle_split_and_branch", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("order_delivered_then_returned_in_run")
+async def order_delivered_then_returned_in_run(shop: Recorder) -> None:
+    """COD, shipped by ops; the carrier reports it delivered and, a moment later, back at
+    the warehouse: the run that ends with the delivery turns it into an RTO after delivery
+    (the patched ending, ``order-acts-after-end``) and tells the shop."""
+    order_id = await shop.place("cod")
+    await shop.settle()
+    await shop.transition(order_id, "shipped")
+    await shop.event("order.delivered", order_id)
+    await shop.event("order.rto", order_id, reason="refused at the door")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("rto", "pending"), result
+    assert result["state"]["reopened"] == 0, "the ended order was reopened: record again"
+    await shop.keep("order_delivered_then_returned_in_run", workflow_ids.order(order_id))
+
+
+@scenario("order_reopened_refunds_a_payment_after_cancellation")
+async def order_reopened_refunds_a_payment_after_cancellation(shop: Recorder) -> None:
+    """Partial COD never paid: cancelled at its deadline, and the order's run ends. The
+    customer's payment lands afterwards: the ended order is reopened from its own state
+    (``StartOrderInput.reopened``), refunds that payment, and ends again."""
+    order_id = await shop.place("partial_cod", currency="INR", total="1000.00")
+    await shop.env.sleep(25 * HOUR)
+    ended = await shop.finish(workflow_ids.order(order_id))
+    assert ended["status"] == "cancelled", ended
+    await shop.provider_paid(order_id, payment_id="sbx_pay_late", provider="sandbox")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("cancelled", "refunded"), result
+    assert result["state"]["reopened"] == 1, result
+    await shop.keep(
+        "order_reopened_refunds_a_payment_after_cancellation", workflow_ids.order(order_id)
+    )
+
+
 def _every_channel(steps: list[dict[str, Any]], **rule: Any) -> dict[str, Any]:
     return {
         "trigger": {"event": "customer.created"},
@@ -819,7 +945,17 @@ def _write(path: Path, history: WorkflowHistory) -> Path:
         raise SystemExit(f"{path.name}: {len(text.encode())} bytes; record a shorter scenario")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
+    if path.parent == HISTORIES:
+        # This type's histories now stand for today's code (tests/workflow_sources.py).
+        workflow_type = history.events[0].workflow_execution_started_event_attributes
+        name = workflow_type.workflow_type.name
+        workflow_sources.record(name, _WORKFLOW_CLASSES[name], path.name)
     return path
+
+
+_WORKFLOW_CLASSES: dict[str, type] = {
+    str(temporal_workflow._Definition.must_from_class(cls).name): cls for cls in workflows.ALL
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -832,7 +968,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="replace existing files (only for histories not yet committed)",
     )
+    parser.add_argument(
+        "--acknowledge",
+        metavar="WORKFLOW_TYPE",
+        action="append",
+        default=[],
+        help="a change to this type's code that issues the same commands (docs, query "
+        "handlers, details texts): record its new source hash without a new history",
+    )
     args = parser.parse_args(argv)
+    if args.acknowledge:
+        for name in args.acknowledge:
+            if name not in _WORKFLOW_CLASSES:
+                parser.error(f"unknown workflow type {name!r}: {', '.join(_WORKFLOW_CLASSES)}")
+            workflow_sources.record(name, _WORKFLOW_CLASSES[name], None)
+            print(f"{name}: source hash recorded; tests/test_replay.py proves the rest")
+        return
     if args.list:
         for name, (files, fn) in SCENARIOS.items():
             print(f"{name}: {', '.join(f + '.json' for f in files)}")

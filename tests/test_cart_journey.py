@@ -374,3 +374,40 @@ async def test_wait_until_sends_at_the_customers_local_hour(shop: Shop):
     local = second.sent_at.astimezone(KARACHI)
     assert (local.hour, local.minute) == (10, 0)
     assert local.date() == (start + timedelta(days=1)).astimezone(KARACHI).date()
+
+
+async def test_an_order_during_the_night_ends_a_reminder_waiting_for_morning(shop: Shop):
+    """The first reminder falls due at 21:30, inside the customer's quiet hours, and waits
+    for 09:00; the customer orders at 23:00. The journey ends then, and the waiting
+    reminder is given up (its ledger row says why), not sent in the morning."""
+    customer_id = await _customer(shop)
+    await _rule(shop, customer_id)
+    await shop.at_local(20)
+    await shop.env.sleep(timedelta(minutes=30))
+    cart_id = await shop.cart(customer_id)
+    await shop.env.sleep(timedelta(hours=2))  # 22:30: the reminder is waiting for 09:00
+    async with shop.sessionmaker() as session:
+        [waiting] = (await session.scalars(select(Message).where(Message.cart_id == cart_id))).all()
+    assert (waiting.status, waiting.template) == ("queued", "cart_reminder_1")
+    assert waiting.deferred_until is not None
+    assert waiting.deferred_until.astimezone(KARACHI).hour == 9
+
+    await shop.env.sleep(timedelta(minutes=30))
+    ordered_at = await shop.now()
+    await shop.send(
+        order_placed(cart_id=cart_id, customer_id=customer_id, occurred_at=_iso(ordered_at))
+    )
+    result = await shop.handle(cart_id).result()
+    ended = await shop.now()
+    await shop.env.sleep(timedelta(hours=12))  # past 09:00
+
+    assert result.status == "converted"
+    assert ended - ordered_at < HOUR  # at once, not at 09:00
+    assert await shop.messages(cart_id) == []
+    async with shop.sessionmaker() as session:
+        row = await session.get(Message, waiting.id)
+    assert row is not None
+    assert (row.status, row.reason) == ("suppressed", "the journey ended before it could go out")
+    state = await shop.state(cart_id)
+    assert state.journey is not None
+    assert state.journey.exit_reason == "converted"

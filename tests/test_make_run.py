@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ from tests.conftest import free_port
 from tests.factories import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = json.loads((ROOT / "examples" / "cart_updated.json").read_text())
+# The README's example, stamped two hours ago: recent enough to start a cart (an event more
+# than SUTRA_EVENT_LATE_AFTER old starts nothing), idle long enough to be abandoned.
+EXAMPLE = {
+    **json.loads((ROOT / "examples" / "cart_updated.json").read_text()),
+    "occurred_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+}
 
 
 class Launch:

@@ -11,6 +11,8 @@ workflow at each step of a patch's life, uses the time-skipping server.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +31,7 @@ from contracts.lifecycle import LifecycleInput, LifecycleState
 from workflows.lifecycle import LifecycleJourneyWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
-RECORDED = sorted(HISTORIES.glob("*.json"))
+RECORDED = sorted(p for p in HISTORIES.glob("*.json") if not p.name.startswith("_"))
 
 
 def _load(path: Path) -> WorkflowHistory:
@@ -72,6 +74,73 @@ def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
     assert registered - recorded == set(), "record them: python -m tests.record_histories"
     for path in RECORDED:
         assert path.stat().st_size < 300_000, f"{path.name}: record a shorter scenario"
+
+
+# --- every workflow's code has histories recorded on it ------------------------------------
+
+_TYPES = {str(workflow._Definition.must_from_class(c).name): c for c in workflows.ALL}
+_PROCEDURE = (
+    "follow CONTRIBUTING.md 'Changing workflow code': put the change behind "
+    "workflow.patched, add a scenario for its new path to tests/record_histories.py and "
+    "record it (python -m tests.record_histories <scenario>); a change that issues the same "
+    "commands (a comment, a query, a details text) is acknowledged with "
+    "python -m tests.record_histories --acknowledge {type}"
+)
+
+
+@pytest.mark.parametrize("workflow_type", sorted(_TYPES))
+def test_a_workflow_whose_code_changed_has_a_history_recorded_on_the_new_code(
+    workflow_type: str,
+):
+    from tests import workflow_sources  # its pathlib use is not for the workflow sandbox
+
+    changed = workflow_sources.changed_files(workflow_type, _TYPES[workflow_type])
+    assert changed == [], (
+        f"{workflow_type}'s code changed since its histories were recorded "
+        f"({', '.join(changed)}): " + _PROCEDURE.format(type=workflow_type)
+    )
+
+
+def _patches_in_code(workflow_class: type) -> set[str]:
+    """Every patch id the workflow's code can record: the ``workflow.patched`` calls in its
+    source files, by literal or by a constant defined in one of them."""
+    from tests import workflow_sources  # its pathlib use is not for the workflow sandbox
+
+    texts = [p.read_text() for p in workflow_sources.source_files(workflow_class)]
+    constants = {
+        name: value
+        for text in texts
+        for name, value in re.findall(r'^([A-Z][A-Z0-9_]*)\s*=\s*"([a-z0-9-]+)"', text, re.M)
+    }
+    ids: set[str] = set()
+    for text in texts:
+        for literal, name in re.findall(r'patched\(\s*(?:"([a-z0-9-]+)"|([A-Z][A-Z0-9_]*))', text):
+            ids.add(literal or constants[name])
+    return ids
+
+
+def _patches_in_histories() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in RECORDED:
+        history = _load(path)
+        ids = found.setdefault(_workflow_type(history), set())
+        for event in history.events:
+            if event.HasField("marker_recorded_event_attributes"):
+                marker = event.marker_recorded_event_attributes
+                if marker.marker_name == "core_patch":
+                    data = json.loads(marker.details["patch-data"].payloads[0].data)
+                    ids.add(data["id"])
+    return found
+
+
+@pytest.mark.parametrize("workflow_type", sorted(_TYPES))
+def test_every_patch_a_workflow_can_take_has_a_recorded_history(workflow_type: str):
+    in_code = _patches_in_code(_TYPES[workflow_type])
+    recorded = _patches_in_histories().get(workflow_type, set())
+    assert in_code - recorded == set(), (
+        f"{workflow_type} has no history that took these patched branches: "
+        f"{', '.join(sorted(in_code - recorded))}; " + _PROCEDURE.format(type=workflow_type)
+    )
 
 
 # --- an order stranded by the SDK, kept as evidence -----------------------------------------

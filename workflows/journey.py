@@ -290,7 +290,9 @@ class JourneyRunner:
             request = self._request(op.path, suffix, send, channels, coupon, context)
             watch = None
             if beside:
-                outcome, watch = await self.messenger.dispatch(request)
+                # A wait for quiet hours or a cap ends with the journey (an order, an
+                # unsubscribe): the message is given up, not sent in the morning.
+                outcome, watch = await self.messenger.dispatch(request, halt=self._stopped)
             else:
                 outcome = await self.messenger.send(request)
             outcomes.append(outcome)
@@ -329,8 +331,11 @@ class JourneyRunner:
         self.state.sent.append(step)
         return step
 
+    def _stopped(self) -> bool:
+        return self.stop() is not None
+
     def _halted(self) -> bool:
-        return self._over or self.stop() is not None
+        return self._over or self._stopped()
 
     async def _follow(self, watch: Watch, step: SentStep, coupon: IssueCouponResult | None) -> None:
         """Beside the sequence: the provider's verdict on a step's message and, on a hard

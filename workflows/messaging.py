@@ -25,7 +25,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.messages import (
+        ABANDON_MESSAGE,
         SEND_MESSAGE,
+        AbandonMessageInput,
         Channel,
         MessageOutcome,
         MessageRequest,
@@ -145,11 +147,22 @@ class Messenger:
                     await workflow.wait_condition(halt, timeout=_deferral(result))
                 if not halt():
                     continue
+                reason = "the journey ended before it could go out"
+                # Its row says "queued, deferred"; it must not read as still on its way.
+                await workflow.execute_activity(
+                    ABANDON_MESSAGE,
+                    AbandonMessageInput(
+                        ledger_key=SendMessageInput(request=request, attempt=attempt).ledger_key,
+                        reason=reason,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=SEND_RETRY,
+                )
                 gone = MessageOutcome(
                     status="suppressed",
                     channel=result.channel,
                     message_id=result.message_id,
-                    reason="the journey ended before it could go out",
+                    reason=reason,
                     attempts=attempt,
                 )
                 return gone, None
