@@ -40,6 +40,32 @@ from worker import Workers, build_worker
 
 pytest_plugins = ["tests.providers.fixtures"]
 
+# The files that take longest, first: `make test` hands whole files to its two workers, and
+# a long file started last keeps one worker busy while the other has finished.
+_LONGEST_FIRST = (
+    "test_crash_safety.py",
+    "test_product_fanout.py",
+    "test_fanout_kill.py",
+    "test_fuzz_api.py",
+    "test_send_crash.py",
+    "test_temporal_kill.py",
+    "test_sweep_kill.py",
+    "test_order_interleavings.py",
+    "test_db_hang.py",
+    "test_time_triggers.py",
+    "test_temporal_outage.py",
+    "test_provider_storms.py",
+    "test_db_outage.py",
+    "test_rules_api.py",
+    "test_make_run.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 ADMIN_KEY = "sutra_test_admin_" + secrets.token_urlsafe(16)
 
 

@@ -67,7 +67,7 @@ from tests.providers.signing import SendGridSigner, twilio_headers
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 SEED = int(os.environ.get("SUTRA_CHAOS_SEED", "7"))
-CARTS, WELCOMES, ORDERS = (100, 40, 20) if SOAK else (20, 10, 5)
+CARTS, WELCOMES, ORDERS = (100, 40, 20) if SOAK else (12, 6, 4)
 WORKER_KILLS, API_KILLS = (10, 3) if SOAK else (3, 1)
 SIGNER = SendGridSigner()
 # What each journey sends, by template, when it runs to its end.

@@ -37,7 +37,7 @@ from tests.processes import WorkerProcess, processes, sutra_env
 from workflows.product_fanout import PAGES_PER_RUN
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
-SUBSCRIBERS, PAGE = (2000, 20) if SOAK else (210, 4)
+SUBSCRIBERS, PAGE = (2000, 20) if SOAK else (110, 2)
 # Where the worker is SIGKILLed (tests/batch_kills.py), and once what share of the audience
 # is claimed; between-runs: after the last page of the first fan-out run.
 KILLS: list[tuple[str, float]] = (

@@ -33,7 +33,7 @@ from tests.batch_kills import Kill, kill, retried_after_heartbeat_timeout, runs
 from tests.processes import WorkerProcess, processes, sutra_env
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
-DUE, BATCH = (20_000, 500) if SOAK else (3_000, 100)
+DUE, BATCH = (20_000, 500) if SOAK else (1_200, 40)
 BATCHES_PER_RUN = 10
 IDLE_DAYS = 4000
 ACTOR = rules.Actor(key_id=None, name="tests")

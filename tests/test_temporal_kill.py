@@ -56,7 +56,7 @@ SOAK = os.environ.get("SUTRA_SOAK") == "1"
 # Each wave of journeys gets a kill while most of them wait between two messages (in soak,
 # another one a second after the restart, while the backlog is being delivered).
 WAVES = 3 if SOAK else 1
-OUTAGE = 45.0 if SOAK else 10.0
+OUTAGE = 45.0 if SOAK else 6.0
 LOAD_CARTS = 20 if SOAK else 10
 WAVE_CARTS, WAVE_WELCOMES = (20, 10) if SOAK else (6, 4)
 # Some 20 events a second in all, what this 2-core machine delivers with room to drain the
