@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -572,6 +572,9 @@ async def test_win_back_starts_once_per_spell_and_every_order_restarts_the_clock
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     finally:
         await _archive(sessionmaker, rule_id)
+        # Inactive since 1990: every later inactivity sweep in this database would find them.
+        async with sessionmaker() as session, session.begin():
+            await session.execute(delete(CustomerStats).where(CustomerStats.customer_id.in_(ours)))
 
 
 async def test_a_purchase_anniversary_is_found_on_its_local_day_once_a_year(
