@@ -241,10 +241,10 @@ class Stack:
   Temporal UI   {ui}
   Admin API key {key}
 
-  Try it:
-    curl -s -X POST {base}/v1/events \\
-      -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
-      -d @examples/cart_updated.json
+  Try it (the example event, stamped now: an event a day old starts no cart):
+    sed "s/2026-11-22T10:00:00Z/$(date -u +%Y-%m-%dT%H:%M:%SZ)/" examples/cart_updated.json |
+      curl -s -X POST {base}/v1/events -d @- \\
+        -H "Authorization: Bearer {key}" -H "Content-Type: application/json"
 
   Ctrl-C stops everything.
 """,
