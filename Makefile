@@ -38,7 +38,7 @@ pytest: $(STAMP)
 # The long runs: more journeys and kills, a one-minute Temporal outage, Temporal SIGKILLed
 # six times under load, a one-minute PostgreSQL hang, a back-in-stock fan-out to 5,000
 # subscribers, a fan-out and a sweep whose worker is SIGKILLed mid-batch five times, a
-# four-minute SendGrid and Twilio storm, 200 seeded order interleavings, the extreme-timestamp
+# four-minute SendGrid and Twilio storm, 100 seeded order interleavings, the extreme-timestamp
 # fuzzing at ten times the examples. Rerun a crash schedule with SUTRA_CHAOS_SEED=<n> (the
 # seed is printed).
 SOAK_TESTS = tests/test_crash_safety.py tests/test_temporal_outage.py tests/test_temporal_kill.py \

@@ -51,7 +51,7 @@ from workflows.order import OrderWorkflow
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 _ONE = os.environ.get("SUTRA_INTERLEAVING_SEED")
 _COUNT = os.environ.get("SUTRA_INTERLEAVINGS")
-# make test: two short schedules (one of them killing the worker process); make soak: 200.
+# make test: two short schedules (one of them killing the worker process); make soak: 100.
 SEEDS = [int(_ONE)] if _ONE else list(range(int(_COUNT or 200))) if SOAK or _COUNT else [1, 2]
 
 _MOVES = ["packed", "shipped", "out_for_delivery", "delivered"]
