@@ -28,11 +28,11 @@ from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
-from services import task_failure_log
-from services.messaging import Messaging
-from services.schedules import ensure_time_trigger_schedule
-from services.templates import Renderer
-from services.temporal import connect, ensure_search_attributes, order_task_queue
+from services.journeys.schedules import ensure_time_trigger_schedule
+from services.messaging.send import Messaging
+from services.platform import task_failure_log
+from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
+from services.templating.templates import Renderer
 from workflows import ALL as WORKFLOWS
 from workflows.order import OrderWorkflow
 
@@ -51,7 +51,7 @@ _RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(
 
 class Workers:
     """Sutra's workers, run together: the main one on the task queue, and the order
-    workflows' own, which keeps no workflow cache (``services.temporal.order_task_queue``
+    workflows' own, which keeps no workflow cache (``services.platform.temporal.order_task_queue``
     says why). Used like a ``temporalio.worker.Worker``: ``async with``, ``run()``."""
 
     def __init__(self, main: Worker, orders: Worker) -> None:

@@ -8,7 +8,7 @@ from temporalio import activity
 
 from contracts.carts import PREPARE_CART, PrepareCartInput, PrepareCartResult
 from db.models import Event
-from services import rules
+from services.journeys import rules
 
 
 class CartActivities:

@@ -16,7 +16,7 @@ from contracts.experiments import (
     AssignVariantResult,
     EvaluateExperimentsResult,
 )
-from services import experiments
+from services.journeys import experiments
 
 
 class ExperimentActivities:

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from activities.heartbeats import heartbeating
 from config.settings import Settings
 from contracts.lifecycle import FanoutInput
-from services import fanout
+from services.journeys import fanout
 
 FANOUT_BATCH = "fanout_batch"
 

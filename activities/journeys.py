@@ -30,7 +30,8 @@ from contracts.journeys import (
     PinnedRule,
     RevokeCouponInput,
 )
-from services import attribution, coupons, customers, rules
+from services.customers import profiles
+from services.journeys import attribution, coupons, rules
 
 
 class JourneyActivities:
@@ -41,7 +42,7 @@ class JourneyActivities:
     @activity.defn(name=ENTER_JOURNEY)
     async def enter_journey(self, input: EnterJourneyInput) -> EnterJourneyResult:
         async with self._sessionmaker() as session, session.begin():
-            customer = await customers.customer_context(session, input.customer_id)
+            customer = await profiles.customer_context(session, input.customer_id)
             entry = await rules.enter(
                 session,
                 trigger=input.trigger,
@@ -65,7 +66,7 @@ class JourneyActivities:
     async def customer_context(self, input: CustomerContextInput) -> CustomerContextResult:
         async with self._sessionmaker() as session:
             return CustomerContextResult(
-                customer=await customers.customer_context(session, input.customer_id)
+                customer=await profiles.customer_context(session, input.customer_id)
             )
 
     @activity.defn(name=ISSUE_COUPON)

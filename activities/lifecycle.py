@@ -11,7 +11,8 @@ from temporalio import activity
 from activities.clock import server_now
 from contracts.journeys import PinnedRule
 from contracts.lifecycle import ENTER_LIFECYCLE, EnterLifecycleInput, EnterLifecycleResult
-from services import customers, rules
+from services.customers import profiles
+from services.journeys import rules
 
 
 class LifecycleActivities:
@@ -21,7 +22,7 @@ class LifecycleActivities:
     @activity.defn(name=ENTER_LIFECYCLE)
     async def enter_lifecycle(self, input: EnterLifecycleInput) -> EnterLifecycleResult:
         async with self._sessionmaker() as session, session.begin():
-            customer = await customers.customer_context(session, input.customer_id)
+            customer = await profiles.customer_context(session, input.customer_id)
             entry = await rules.enter_rule(
                 session,
                 rule_id=input.rule_id,

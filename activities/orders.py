@@ -30,8 +30,9 @@ from contracts.orders import (
 )
 from contracts.payment_policy import Line, quantize, upfront_split
 from payments.base import PaymentError, PaymentProvider
-from services import customers, shop_webhooks
-from services.payments import PaymentLedger
+from services.customers import profiles
+from services.orders import shop_webhooks
+from services.orders.payments import PaymentLedger
 
 
 def _refused(exc: PaymentError) -> ApplicationError:
@@ -86,7 +87,7 @@ class OrderActivities:
     @activity.defn(name=CREATE_PAYMENT_LINK)
     async def create_payment_link(self, input: CreateLinkInput) -> PaymentLinkInfo:
         async with self._sessionmaker() as session:
-            customer: dict[str, Any] = await customers.customer_context(session, input.customer_id)
+            customer: dict[str, Any] = await profiles.customer_context(session, input.customer_id)
         try:
             return await self._ledger.create_link(input, customer)
         except PaymentError as exc:

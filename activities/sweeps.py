@@ -11,9 +11,9 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.heartbeats import heartbeating
-from services import time_triggers
-from services.journey_starts import claim_and_start
-from services.time_triggers import (
+from services.journeys import time_triggers
+from services.journeys.starts import claim_and_start
+from services.journeys.time_triggers import (
     SWEEP_BATCH,
     SWEEP_TARGETS,
     SweepBatchInput,

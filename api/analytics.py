@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require
 from api.errors import NotFound, documented
-from services import rules
-from services.api_keys import Principal
-from services.rule_analytics import rule_analytics
+from services.journeys import rules
+from services.journeys.analytics import rule_analytics
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 Reader = Annotated[Principal, Depends(require("analytics:read"))]

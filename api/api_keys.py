@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep, require
 from api.errors import NotFound, documented
 from db.models import ApiKey
-from services import api_keys, audit
-from services.api_keys import Principal, Scope
+from services.platform import api_keys, audit
+from services.platform.api_keys import Principal, Scope
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 Admin = Annotated[Principal, Depends(require("admin"))]

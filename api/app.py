@@ -40,11 +40,11 @@ from api.middleware import (
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
-from services.api_keys import KeyCache, ensure_bootstrap_key
-from services.dispatcher import Dispatcher, running
-from services.stranded import StrandedMonitor, monitoring
-from services.templates import Renderer
-from services.temporal import FAIL_FAST, connect
+from services.delivery.dispatcher import Dispatcher, running
+from services.platform.api_keys import KeyCache, ensure_bootstrap_key
+from services.platform.stranded import StrandedMonitor, monitoring
+from services.platform.temporal import FAIL_FAST, connect
+from services.templating.templates import Renderer
 
 log = logging.getLogger("sutra.api")
 

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require
 from api.errors import BadRequest, documented
-from services import audit
-from services.api_keys import Principal
+from services.platform import audit
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Admin = Annotated[Principal, Depends(require("admin"))]

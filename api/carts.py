@@ -11,7 +11,7 @@ from api.errors import documented
 from api.workflow_state import query_state
 from contracts import workflow_ids
 from contracts.carts import CartState
-from services.api_keys import Principal
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/carts", tags=["carts"])
 

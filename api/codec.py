@@ -24,8 +24,8 @@ from temporalio.api.common.v1 import Payloads
 from api.deps import SessionDep, SettingsDep, require
 from api.errors import BadRequest, Forbidden, NotFound, SutraError, Unauthorized, documented
 from config.settings import Settings
-from services.api_keys import Principal, authenticate
-from services.payload_codec import EncryptionCodec, PayloadKeyError
+from services.platform.api_keys import Principal, authenticate
+from services.platform.payload_codec import EncryptionCodec, PayloadKeyError
 
 router = APIRouter(prefix="/codec", tags=["operations"])
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep, require_any
 from api.errors import Conflict, NotFound, Unprocessable, documented
 from db.models import Coupon
-from services import coupons
-from services.api_keys import Principal
+from services.journeys import coupons
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
 # The shop's backend checks and redeems codes at checkout; ops look them up.

@@ -15,8 +15,8 @@ from api.deps import SessionDep, TemporalDep, require
 from api.errors import NotFound, ServiceUnavailable, documented
 from contracts import search_attributes as sa
 from db.models import ConsentChange, Customer, JourneyEntry
-from services.api_keys import Principal
-from services.customers import customer_context
+from services.customers.profiles import customer_context
+from services.platform.api_keys import Principal
 
 Ops = Annotated[Principal, Depends(require("ops"))]
 

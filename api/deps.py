@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized
 from config.settings import Settings
-from services.api_keys import Principal, Scope, authenticate
+from services.platform.api_keys import Principal, Scope, authenticate
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:

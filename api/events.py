@@ -29,9 +29,9 @@ from config.settings import Settings
 from contracts.events import EVENT_ADAPTER, EVENT_TYPES
 from db.models import Event as EventRow
 from db.models import EventRoute
-from services import metrics
-from services.api_keys import Principal
-from services.intake import future_skew, ingest
+from services.intake.service import future_skew, ingest
+from services.platform import metrics
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -14,7 +14,7 @@ from sqlalchemy import select, tuple_
 from api.deps import SessionDep, require
 from api.errors import Unprocessable, documented
 from db.models import Message
-from services.api_keys import Principal
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 

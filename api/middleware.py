@@ -9,9 +9,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services import metrics
-from services.api_keys import hash_key
-from services.rate_limit import RateLimiter
+from services.platform import metrics
+from services.platform.api_keys import hash_key
+from services.platform.rate_limit import RateLimiter
 
 _log = logging.getLogger(__name__)
 
@@ -213,7 +213,8 @@ async def _send_429(send: Send, retry_after: int) -> None:
 
 
 class RateLimitMiddleware:
-    """A token bucket per API key (services/rate_limit.py), checked before the request runs.
+    """A token bucket per API key (services/platform/rate_limit.py), checked before the request
+    runs.
 
     The key is recognised from the process's key cache (a hash lookup in memory, no
     query); a request whose key is not cached — unknown, revoked, or this process's first

@@ -13,9 +13,9 @@ from temporalio.service import RPCError
 from api.deps import SettingsDep, TemporalDep, require
 from api.errors import ServiceUnavailable, documented
 from config.settings import Settings
-from services import stranded
-from services.api_keys import Principal
-from services.temporal import task_queues
+from services.platform import stranded
+from services.platform.api_keys import Principal
+from services.platform.temporal import task_queues
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
 

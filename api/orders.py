@@ -34,9 +34,9 @@ from contracts.orders import (
     RefundInfo,
     TransitionRequest,
 )
-from services import audit
-from services.api_keys import Principal
-from services.intake import ingest
+from services.intake.service import ingest
+from services.platform import audit
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 _TIMEOUT = timedelta(seconds=10)

@@ -30,8 +30,8 @@ from config.settings import Settings
 from contracts.fields import unix_instant
 from contracts.payment_policy import from_minor, quantize
 from db.models import PaymentLink
-from services import metrics
-from services.payments import record_capture
+from services.orders.payments import record_capture
+from services.platform import metrics
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 sandbox = APIRouter(prefix="/sandbox", tags=["sandbox"], include_in_schema=False)

@@ -1,6 +1,6 @@
 """A customer's data on request: ``GET /v1/customers/{id}/export`` (everything Sutra keeps
 about them) and ``DELETE /v1/customers/{id}`` (erase their personal data, end their
-journeys). What is erased and what survives for analytics: services/privacy.py."""
+journeys). What is erased and what survives for analytics: services/customers/privacy.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from temporalio.service import RPCError
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
 from api.errors import NotFound, ServiceUnavailable, documented
-from services import audit, privacy
-from services.api_keys import Principal
+from services.customers import privacy
+from services.platform import audit
+from services.platform.api_keys import Principal
 
 log = logging.getLogger("sutra.privacy")
 

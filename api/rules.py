@@ -21,10 +21,10 @@ from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
 from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
 from db.models import Customer, EventRoute, Rule, RuleVersion
-from services import rules
-from services.api_keys import Principal
-from services.intake import ROUTES_CHANNEL
-from services.templates import SAMPLES, Renderer, TemplateError
+from services.intake.service import ROUTES_CHANNEL
+from services.journeys import rules
+from services.platform.api_keys import Principal
+from services.templating.templates import SAMPLES, Renderer, TemplateError
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]

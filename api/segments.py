@@ -16,8 +16,8 @@ from api.deps import SessionDep, require
 from api.errors import NotFound, Unprocessable, documented
 from contracts.conditions import Condition
 from db.models import Segment
-from services import segments
-from services.api_keys import Principal
+from services.customers import segments
+from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]

@@ -19,9 +19,9 @@ from api.errors import NotFound, Unprocessable, documented
 from contracts.fields import LocaleTag
 from contracts.messages import CHANNELS, Channel, Kind
 from db.models import TemplateOverride
-from services import audit
-from services.api_keys import Principal
-from services.templates import (
+from services.platform import audit
+from services.platform.api_keys import Principal
+from services.templating.templates import (
     BASE_CONTEXT,
     PARTS,
     SAMPLES,

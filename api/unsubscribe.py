@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse
 from api.deps import SessionDep, SettingsDep
 from contracts.messages import Channel
 from db.models import Customer
-from services import suppressions
-from services.unsubscribe import read_token
+from services.messaging import suppressions
+from services.messaging.unsubscribe import read_token
 
 router = APIRouter(prefix="/u", tags=["unsubscribe"], include_in_schema=False)
 

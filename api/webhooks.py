@@ -21,7 +21,8 @@ from twilio.request_validator import RequestValidator
 from api.deps import SessionDep, SettingsDep
 from api.errors import BadRequest, Unauthorized, documented
 from config.settings import Settings
-from services import metrics, provider_events
+from services.messaging import provider_events
+from services.platform import metrics
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from contracts import search_attributes  # noqa: E402
 from contracts.events import EVENT_ADAPTER  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from embedded.binaries import temporal_cli  # noqa: E402
-from services.routing import routes_for  # noqa: E402
+from services.intake.routing import routes_for  # noqa: E402
 
 
 def _event(cart_id: str | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from config.settings import Environment, Settings  # noqa: E402
 from contracts.rules import Trigger  # noqa: E402
 from db.engine import create_engine, create_sessionmaker  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from services import time_triggers  # noqa: E402
+from services.journeys import time_triggers  # noqa: E402
 
 SEED = """
 INSERT INTO customers (id, email, timezone, birthday, first_seen_at)

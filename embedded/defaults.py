@@ -11,8 +11,8 @@ from sqlalchemy.dialects.postgresql import insert
 from config.settings import Environment, Settings
 from db.engine import create_engine, create_sessionmaker
 from db.models import ApiKey
-from services.api_keys import display_prefix, hash_key
-from services.rules import ensure_default_rules
+from services.journeys.rules import ensure_default_rules
+from services.platform.api_keys import display_prefix, hash_key
 
 
 async def _install(database_url: str) -> str | None:

@@ -30,7 +30,7 @@ from contracts import search_attributes
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli
 from embedded.defaults import ensure_codec_key, install_default_rules
-from services import stranded
+from services.platform import stranded
 
 ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1

@@ -1,5 +1,5 @@
 """SIGKILLing a worker in the middle of a batch that starts journeys (a fan-out page, a
-sweep batch) at moments read from the claims the batch writes (services/journey_starts.py:
+sweep batch) at moments read from the claims the batch writes (services/journeys/starts.py:
 claims committed, then the journeys started, then the claims marked started), starting a
 new worker after it, and reading what the kill cut off."""
 

@@ -34,7 +34,7 @@ from contracts import search_attributes
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from embedded.binaries import temporal_cli, temporal_test_server
-from services import stranded
+from services.platform import stranded
 from tests.order_shop import ShopEndpoint
 from worker import Workers, build_worker
 

@@ -24,7 +24,7 @@ from contracts.messages import InboundMessageSignal
 from contracts.orders import STATE_QUERY, OrderState, TransitionRequest
 from contracts.payment_policy import PaymentPolicy, UpfrontRule
 from db.models import Event, Message, PaymentLink
-from services.payments import record_capture
+from services.orders.payments import record_capture
 from tests.factories import customer, item, uid
 from tests.providers.fake_payments import (
     RAZORPAY_KEY_ID,

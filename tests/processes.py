@@ -27,7 +27,7 @@ import httpx
 
 from contracts import search_attributes
 from embedded.binaries import temporal_cli
-from services import stranded
+from services.platform import stranded
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from config.settings import Environment, Settings
 from contracts.events import EVENT_ADAPTER
 from db.models import EventRoute, InboundMessage, Message
-from services.customers import upsert_from_events
-from services.provider_events import apply_sendgrid_events, apply_twilio_status
+from services.customers.profiles import upsert_from_events
+from services.messaging.provider_events import apply_sendgrid_events, apply_twilio_status
 from tests.factories import cart_updated, uid
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio

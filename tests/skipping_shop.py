@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings
 from contracts.events import EVENT_ADAPTER
 from db.models import EventRoute
-from services.dispatcher import Dispatcher
-from services.intake import ingest
+from services.delivery.dispatcher import Dispatcher
+from services.intake.service import ingest
 
 KARACHI = ZoneInfo("Asia/Karachi")
 

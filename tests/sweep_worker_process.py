@@ -16,7 +16,7 @@ from activities.experiments import ExperimentActivities
 from activities.sweeps import SweepActivities
 from config.settings import get_settings
 from db.engine import create_engine, create_sessionmaker
-from services.temporal import connect
+from services.platform.temporal import connect
 from worker import HEARTBEAT_THROTTLE
 from workflows.time_trigger_sweep import TimeTriggerSweep
 

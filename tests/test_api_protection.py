@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from db.models import ConsentChange, Event, InboundMessage
-from services import api_keys
+from services.platform import api_keys
 from tests import test_orders_api, test_webhooks
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
 from tests.factories import cart_updated, eventually, uid

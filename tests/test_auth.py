@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import ApiKey, Event
-from services.api_keys import hash_key
+from services.platform.api_keys import hash_key
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import cart_updated
 

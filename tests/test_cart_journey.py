@@ -26,9 +26,9 @@ from db.models import (
     Message,
     TemplateOverride,
 )
-from services import rules
-from services.customers import upsert_from_events
-from services.intake import ingest
+from services.customers.profiles import upsert_from_events
+from services.intake.service import ingest
+from services.journeys import rules
 from tests.factories import cart_updated, item, order_placed, uid
 from tests.skipping_shop import KARACHI, SkippingShop
 from worker import build_worker

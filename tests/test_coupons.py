@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from werkzeug.wrappers import Request, Response
 
 from config.settings import Environment, Settings
-from services import coupons
+from services.journeys import coupons
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import uid
 

@@ -20,8 +20,8 @@ from db.models import (
     ProductInterest,
     ProductPurchase,
 )
-from services import customers
-from services.intake import Status, ingest
+from services.customers import profiles
+from services.intake.service import Status, ingest
 from tests.conftest import make_settings
 from tests.factories import cart_updated, customer, uid
 
@@ -44,7 +44,7 @@ class Shop:
 
     async def context(self, customer_id: str, now: datetime | None = None) -> dict[str, Any]:
         async with self.sessionmaker() as session:
-            return await customers.customer_context(session, customer_id, now=now)
+            return await profiles.customer_context(session, customer_id, now=now)
 
     async def lines(self, customer_id: str) -> list[ProductPurchase]:
         async with self.sessionmaker() as session:

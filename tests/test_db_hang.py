@@ -45,7 +45,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from contracts.carts import CartState
 from db.engine import ANSWER_GRACE_SECONDS
-from services.rate_limit import CHECK_WITHIN_SECONDS
+from services.platform.rate_limit import CHECK_WITHIN_SECONDS
 from tests.conftest import ADMIN_KEY, auth
 from tests.factories import cart_updated, eventually, item, uid
 from tests.processes import (

@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.rules import EVENT_TRIGGERS, TIME_TRIGGERS, RuleDefinition, send_steps
 from db.models import Rule, RuleVersion
-from services import rules
-from services.default_rules import (
+from services.journeys import rules
+from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART,
     DEFAULT_ABANDONED_CART_SLUG,
     LIFECYCLE_DEFAULTS,
 )
-from services.templates import SAMPLES, Renderer, sample_context
+from services.templating.templates import SAMPLES, Renderer, sample_context
 
 RENDERER = Renderer()
 LOCALES = {"en": "en-PK", "ur": "ur-PK", "hi": "hi-IN"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from babel.numbers import format_currency
 
-from services.templates import (
+from services.templating.templates import (
     PARTS,
     SAMPLES,
     TEMPLATES_DIR,

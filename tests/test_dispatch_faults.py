@@ -19,7 +19,7 @@ from contracts.carts import CartState
 from contracts.events import EVENT_ADAPTER
 from db.models import EventRoute, RouteHold
 from embedded.binaries import temporal_cli
-from services.intake import ingest
+from services.intake.service import ingest
 from tests.conftest import Api, free_port, make_settings, start_api
 from tests.factories import ago, cart_updated, eventually, item, uid
 from worker import build_worker

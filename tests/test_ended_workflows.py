@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from contracts import workflow_ids
 from contracts.rules import RuleDefinition
 from db.models import EventRoute, Rule
-from services import rules
+from services.journeys import rules
 from tests.factories import cart_updated, customer, order_placed, uid
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import FakeRazorpay, FakeStripe

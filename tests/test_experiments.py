@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts.experiments import AssignVariantInput
 from contracts.rules import RuleDefinition
 from db.models import Attribution, Experiment, JourneyEntry, Message, SplitAssignment
-from services import experiments, rules
+from services.journeys import experiments, rules
 from tests.conftest import ADMIN_KEY, Api
 from tests.factories import uid
 from tests.test_split_assignment import split_rule

@@ -24,8 +24,8 @@ from contracts import workflow_ids
 from contracts.messages import CHANNELS
 from contracts.rules import RuleDefinition
 from db.models import Customer, JourneyEntry, Message, TemplateOverride
-from services import rules
-from services.suppressions import set_consent
+from services.journeys import rules
+from services.messaging.suppressions import set_consent
 from tests.factories import cart_updated, customer, order_placed, uid
 from tests.provider_reports import (
     ledger,

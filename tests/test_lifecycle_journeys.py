@@ -19,8 +19,8 @@ from contracts import workflow_ids
 from contracts.lifecycle import JourneyStart, LifecycleState
 from contracts.rules import RuleDefinition
 from db.models import Attribution, JourneyEntry, Message
-from services import rules
-from services.journey_starts import claim_and_start
+from services.journeys import rules
+from services.journeys.starts import claim_and_start
 from tests.factories import customer, item, order_placed, uid
 from tests.skipping_shop import SkippingShop
 from worker import build_worker

@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts.carts import CartState
-from services.payload_codec import EncryptionCodec, converter_with
+from services.platform.payload_codec import EncryptionCodec, converter_with
 from tests.conftest import free_port
 from tests.factories import eventually
 

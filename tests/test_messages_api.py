@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels import build_adapters
 from config.settings import Settings
 from contracts.messages import MessageRequest, SendMessageInput
-from services.messaging import Messaging
+from services.messaging.send import Messaging
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import CART_CONTEXT, cart_updated, uid
 

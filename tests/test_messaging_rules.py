@@ -22,9 +22,9 @@ from config.settings import Environment, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import MessageOutcome, MessageRequest, SendMessageInput
 from db.models import Message
-from services import customers
-from services.messaging import Messaging
-from services.templates import SAMPLES
+from services.customers import profiles
+from services.messaging.send import Messaging
+from services.templating.templates import SAMPLES
 from tests.factories import CART_CONTEXT, cart_updated, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from worker import build_worker
@@ -92,7 +92,7 @@ async def _customer(sessionmaker: async_sessionmaker[AsyncSession], **overrides:
     customer_id = uid("c")
     event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, **overrides))
     async with sessionmaker() as session, session.begin():
-        await customers.upsert_from_events(session, [event])
+        await profiles.upsert_from_events(session, [event])
     return customer_id
 
 

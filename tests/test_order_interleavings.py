@@ -294,7 +294,7 @@ async def test_an_order_under_a_seeded_interleaving_replays(
 # it goes out ahead of the update's acceptance in the next workflow task. A replay hands the
 # event and the update over together, the update first: "Update machine does not handle this
 # event: TimerCanceled" (temporalio/sdk-python#1591, temporalio/sdk-rust#1597). Order
-# workflows therefore run on workers without a workflow cache (services/temporal.py).
+# workflows therefore run on workers without a workflow cache (services/platform/temporal.py).
 
 _READS = 3  # ops reading at once: the next worker's first task is a query more often
 _READ = timedelta(seconds=5)

@@ -30,12 +30,17 @@ from contracts.events import EVENT_ADAPTER
 from contracts.lifecycle import LifecycleState
 from contracts.rules import RuleDefinition
 from db.models import EventRoute, Message
-from services import rules
-from services.api_keys import create_key
-from services.dispatcher import Dispatcher
-from services.intake import ingest
-from services.payload_codec import ENCODING, EncryptionCodec, PayloadKeyError, converter_with
-from services.temporal import connect
+from services.delivery.dispatcher import Dispatcher
+from services.intake.service import ingest
+from services.journeys import rules
+from services.platform.api_keys import create_key
+from services.platform.payload_codec import (
+    ENCODING,
+    EncryptionCodec,
+    PayloadKeyError,
+    converter_with,
+)
+from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, make_settings, start_api
 from tests.factories import customer, eventually, now_iso, uid
 from worker import build_worker

@@ -38,9 +38,9 @@ from config.settings import Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import Channel, MessageOutcome, MessageRequest, SendMessageInput
 from db.models import Message
-from services import customers
-from services.messaging import Messaging
-from services.templates import SAMPLES
+from services.customers import profiles
+from services.messaging.send import Messaging
+from services.templating.templates import SAMPLES
 from tests.conftest import Api, make_settings, start_api
 from tests.factories import CART_CONTEXT, cart_updated, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
@@ -113,7 +113,7 @@ async def _customer(sessionmaker: async_sessionmaker[AsyncSession], **overrides:
     overrides.setdefault("email", f"{customer_id}@example.com")
     event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, **overrides))
     async with sessionmaker() as session, session.begin():
-        await customers.upsert_from_events(session, [event])
+        await profiles.upsert_from_events(session, [event])
     return customer_id
 
 

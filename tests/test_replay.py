@@ -153,7 +153,8 @@ async def test_the_stranded_order_history_fails_to_replay_as_it_did_in_productio
     event and an ops move reached an order while no worker ran (tests/test_order_interleavings
     .py records it): the event's effects went out ahead of the move's acceptance, and no code
     can replay that. It is why order workflows run on workers without a cache
-    (services/temporal.py); if this ever replays, the SDK changed and that can be revisited."""
+    (services/platform/temporal.py); if this ever replays, the SDK changed and that can be
+    revisited."""
     failure = await _failure(workflows.order.OrderWorkflow, _load(STRANDED))
     assert isinstance(failure, NondeterminismError)
     assert "Update machine does not handle this event" in str(failure)

@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from contracts.carts import CartState
 from db.models import Coupon
-from services.rules import DEFAULT_ABANDONED_CART
+from services.journeys.rules import DEFAULT_ABANDONED_CART
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import cart_updated, eventually, order_placed, uid
 

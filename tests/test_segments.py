@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.conditions import evaluate
 from contracts.rules import RuleDefinition
-from services import customers, segments
+from services.customers import profiles, segments
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
 from tests.factories import customer, uid
 
@@ -274,8 +274,8 @@ async def test_a_rule_condition_can_require_segment_membership(
     )
 
     async with sessionmaker() as session:
-        whale = await customers.customer_context(session, shoppers["whale"])
-        bargain = await customers.customer_context(session, shoppers["bargain"])
+        whale = await profiles.customer_context(session, shoppers["whale"])
+        bargain = await profiles.customer_context(session, shoppers["bargain"])
 
     assert vip in whale["segments"]
     assert vip not in bargain["segments"]

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import MessageOutcome, MessageRequest
 from db.models import Message
-from services import customers
+from services.customers import profiles
 from tests.conftest import Api, make_settings, start_api
 from tests.factories import CART_CONTEXT, cart_updated, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
@@ -109,7 +109,7 @@ async def _customer(sessionmaker: async_sessionmaker[AsyncSession], phone: str) 
         cart_updated(customer_id=customer_id, phone=phone, email=f"{customer_id}@example.com")
     )
     async with sessionmaker() as session, session.begin():
-        await customers.upsert_from_events(session, [event])
+        await profiles.upsert_from_events(session, [event])
     return customer_id
 
 

@@ -23,8 +23,8 @@ from contracts.events import EVENT_ADAPTER
 from contracts.experiments import RECORD_SPLIT_PATCH, AssignVariantInput
 from contracts.rules import RuleDefinition
 from db.models import JourneyEntry, Message, SplitAssignment
-from services import experiments, rules
-from services.customers import upsert_from_events
+from services.customers.profiles import upsert_from_events
+from services.journeys import experiments, rules
 from tests.factories import cart_updated, uid
 from tests.skipping_shop import SkippingShop
 from worker import build_worker

@@ -31,8 +31,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Settings
-from services.task_failure_log import worker_runtime
-from services.temporal import connect
+from services.platform.task_failure_log import worker_runtime
+from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings
 from tests.factories import eventually
 from tests.stranding_workflows import POKE, BuggyWorkflow, ChangedWorkflow, RecordedWorkflow

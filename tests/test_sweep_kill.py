@@ -27,8 +27,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.rules import RuleDefinition
-from services import rules
-from services.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
+from services.journeys import rules
+from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from tests.batch_kills import Kill, kill, retried_after_heartbeat_timeout, runs
 from tests.processes import WorkerProcess, processes, sutra_env
 

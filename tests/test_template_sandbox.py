@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.templates import (
+from services.templating.templates import (
     BASE_CONTEXT,
     MAX_OUTPUT_CHARS,
     Renderer,

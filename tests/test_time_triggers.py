@@ -39,9 +39,9 @@ from config.settings import Environment, Settings
 from contracts.lifecycle import LifecycleInput
 from contracts.rules import RuleDefinition
 from db.models import Customer, CustomerStats, JourneyClaim, Message, ProductPurchase
-from services import rules
-from services.schedules import TIME_TRIGGER_SCHEDULE, ensure_time_trigger_schedule
-from services.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
+from services.journeys import rules
+from services.journeys.schedules import TIME_TRIGGER_SCHEDULE, ensure_time_trigger_schedule
+from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from worker import build_worker
 from workflows.time_trigger_sweep import TimeTriggerSweep
 
@@ -124,7 +124,7 @@ from activities.experiments import ExperimentActivities
 from activities.sweeps import SweepActivities
 from config.settings import get_settings
 from db.engine import create_engine, create_sessionmaker
-from services.temporal import connect
+from services.platform.temporal import connect
 from workflows.time_trigger_sweep import TimeTriggerSweep
 
 async def main():

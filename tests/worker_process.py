@@ -9,8 +9,8 @@ import sys
 
 from config.settings import get_settings
 from db.engine import create_engine, create_sessionmaker
-from services.task_failure_log import worker_runtime
-from services.temporal import connect
+from services.platform.task_failure_log import worker_runtime
+from services.platform.temporal import connect
 from tests.messaging_workflow import MessageTestWorkflow
 from worker import build_worker
 

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.experiments import EVALUATE_EXPERIMENTS, EvaluateExperimentsResult
-    from services.time_triggers import (
+    from services.journeys.time_triggers import (
         SWEEP_BATCH,
         SWEEP_TARGETS,
         SWEEP_WORKFLOW,

@@ -1,0 +1,66 @@
+"""Tables, one module per domain. Every schema change goes through an Alembic migration in
+db/migrations. Importing this package registers every table on ``Base.metadata``."""
+
+from db.models.base import NAMING, Base
+from db.models.customers import (
+    BackInStockSubscription,
+    ConsentChange,
+    CoPurchase,
+    Customer,
+    CustomerStats,
+    ProductInterest,
+    ProductPurchase,
+    Segment,
+)
+from db.models.delivery import EventRoute, RouteHold
+from db.models.intake import Event
+from db.models.journeys import (
+    Attribution,
+    Coupon,
+    Experiment,
+    JourneyClaim,
+    JourneyEntry,
+    Rule,
+    RuleAudit,
+    RuleVersion,
+    SplitAssignment,
+)
+from db.models.messaging import InboundMessage, Message, MessageEvent, Suppression
+from db.models.orders import PaymentLink, Refund
+from db.models.platform import ApiKey, AuditEntry, RateLimitBucket
+from db.models.templating import TemplateOverride
+
+__all__ = [
+    "NAMING",
+    "ApiKey",
+    "Attribution",
+    "AuditEntry",
+    "BackInStockSubscription",
+    "Base",
+    "CoPurchase",
+    "ConsentChange",
+    "Coupon",
+    "Customer",
+    "CustomerStats",
+    "Event",
+    "EventRoute",
+    "Experiment",
+    "InboundMessage",
+    "JourneyClaim",
+    "JourneyEntry",
+    "Message",
+    "MessageEvent",
+    "PaymentLink",
+    "ProductInterest",
+    "ProductPurchase",
+    "RateLimitBucket",
+    "Refund",
+    "RouteHold",
+    "Rule",
+    "RuleAudit",
+    "RuleVersion",
+    "Segment",
+    "SplitAssignment",
+    "Suppression",
+    "TemplateOverride",
+]

@@ -1,0 +1,24 @@
+"""The declarative base every table derives from, with Sutra's constraint naming."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import MetaData, func
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def server_now() -> Any:
+    return func.now()

@@ -1,0 +1,2 @@
+"""Delivery: the outbox of event routes and the dispatcher that hands them to Temporal, in
+order per workflow."""

@@ -1,0 +1,404 @@
+"""Rules: versions, status, audit trail, and which rule a journey enters.
+
+Every edit is a new version; a journey pins the version it entered with, so editing a rule
+never changes a running journey's steps.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.conditions import evaluate
+from contracts.rules import RuleDefinition, send_steps
+from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
+from services.journeys.defaults import (
+    DEFAULT_ABANDONED_CART,
+    DEFAULT_ABANDONED_CART_SLUG,
+    LIFECYCLE_DEFAULTS,
+)
+from services.templating.templates import Renderer
+
+# draft -> active <-> paused ; any -> archived (for good)
+TRANSITIONS: dict[str, set[str]] = {
+    "draft": {"active", "archived"},
+    "active": {"paused", "archived"},
+    "paused": {"active", "archived"},
+    "archived": set(),
+}
+
+
+class RuleError(Exception):
+    def __init__(self, message: str, *, status: int = 409, loc: list[Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.loc = loc
+
+
+@dataclass(frozen=True)
+class Actor:
+    key_id: uuid.UUID | None
+    name: str | None
+
+
+def new_rule_id() -> str:
+    return "rule_" + secrets.token_hex(6)
+
+
+async def template_problems(
+    session: AsyncSession, renderer: Renderer, definition: RuleDefinition
+) -> list[dict[str, Any]]:
+    """Send steps naming a template that does not exist: 422 material."""
+    stored = set(await session.scalars(select(TemplateOverride.name).distinct()))
+    problems = []
+    for path, send in send_steps(definition.steps):
+        if send.template not in renderer.catalog and send.template not in stored:
+            problems.append(
+                {
+                    "loc": ["body", "steps", *_path_loc(path), "send", "template"],
+                    "msg": f"unknown template {send.template!r}",
+                }
+            )
+    return problems
+
+
+def _path_loc(path: str) -> list[Any]:
+    loc: list[Any] = []
+    for part in path.split("."):
+        loc.append(int(part) if part.isdigit() else part)
+    return loc
+
+
+async def _audit(
+    session: AsyncSession, rule: Rule, action: str, actor: Actor, **details: Any
+) -> None:
+    session.add(
+        RuleAudit(
+            rule_id=rule.id,
+            action=action,
+            version=rule.version,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            details=details,
+        )
+    )
+
+
+async def create(
+    session: AsyncSession,
+    definition: RuleDefinition,
+    actor: Actor,
+    *,
+    slug: str | None = None,
+    status: str = "draft",
+) -> tuple[Rule, RuleVersion]:
+    rule = Rule(
+        id=new_rule_id(),
+        slug=slug,
+        name=definition.name,
+        trigger_event=definition.trigger.event,
+        status=status,
+        version=1,
+        priority=definition.priority,
+    )
+    version = RuleVersion(
+        rule_id=rule.id,
+        version=1,
+        definition=definition.model_dump(mode="json", by_alias=True),
+        created_by=actor.key_id,
+    )
+    session.add(rule)
+    await session.flush()
+    session.add(version)
+    await _audit(session, rule, "created", actor)
+    if status != "draft":
+        await _audit(session, rule, status, actor)
+    await session.flush()
+    await session.refresh(rule)
+    return rule, version
+
+
+async def get(session: AsyncSession, rule_id: str, *, lock: bool = False) -> Rule:
+    rule = await session.get(Rule, rule_id, with_for_update=lock)
+    if rule is None:
+        raise RuleError(f"no rule {rule_id!r}", status=404)
+    return rule
+
+
+async def version_of(session: AsyncSession, rule_id: str, version: int) -> RuleVersion:
+    row = await session.get(RuleVersion, (rule_id, version))
+    if row is None:
+        raise RuleError(f"rule {rule_id!r} has no version {version}", status=404)
+    return row
+
+
+async def update(
+    session: AsyncSession, rule_id: str, definition: RuleDefinition, actor: Actor
+) -> tuple[Rule, RuleVersion]:
+    rule = await get(session, rule_id, lock=True)
+    if rule.status == "archived":
+        raise RuleError("an archived rule cannot be changed; create a new one")
+    rule.version += 1
+    rule.name = definition.name
+    rule.trigger_event = definition.trigger.event
+    rule.priority = definition.priority
+    version = RuleVersion(
+        rule_id=rule.id,
+        version=rule.version,
+        definition=definition.model_dump(mode="json", by_alias=True),
+        created_by=actor.key_id,
+    )
+    session.add(version)
+    await _audit(session, rule, "updated", actor)
+    await session.flush()
+    await session.refresh(rule)  # updated_at is the database's
+    return rule, version
+
+
+async def transition(
+    session: AsyncSession, rule_id: str, to: str, actor: Actor, **details: Any
+) -> Rule:
+    rule = await get(session, rule_id, lock=True)
+    if to == rule.status:
+        return rule  # activating an active rule is a retry, not an error
+    if to not in TRANSITIONS[rule.status]:
+        raise RuleError(f"a {rule.status} rule cannot become {to}", loc=["status"])
+    rule.status = to
+    await _audit(session, rule, to, actor, **details)
+    await session.flush()
+    await session.refresh(rule)  # updated_at is the database's
+    return rule
+
+
+async def audit_trail(session: AsyncSession, rule_id: str) -> list[RuleAudit]:
+    return list(
+        await session.scalars(
+            select(RuleAudit).where(RuleAudit.rule_id == rule_id).order_by(RuleAudit.id)
+        )
+    )
+
+
+async def list_rules(session: AsyncSession) -> list[Rule]:
+    return list(await session.scalars(select(Rule).order_by(Rule.created_at, Rule.id)))
+
+
+@dataclass(frozen=True)
+class Entry:
+    rule_id: str
+    version: int
+    definition: dict[str, Any]
+
+
+async def enter(
+    session: AsyncSession,
+    *,
+    trigger: str,
+    customer_id: str,
+    workflow_id: str,
+    cart_id: str | None,
+    context: dict[str, Any],
+    now: datetime,
+    only_rule: str | None = None,
+    test: bool = False,
+) -> Entry | None:
+    """The active rule this journey enters, by priority, whose conditions and re-entry
+    policy admit the customer; recorded once per journey (a retry finds the same)."""
+    existing = await session.scalar(
+        select(JourneyEntry).where(JourneyEntry.workflow_id == workflow_id).limit(1)
+    )
+    if existing is not None:
+        version = await version_of(session, existing.rule_id, existing.rule_version)
+        return Entry(existing.rule_id, existing.rule_version, version.definition)
+    query = (
+        select(Rule, RuleVersion)
+        .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
+        .where(Rule.trigger_event == trigger)
+        .order_by(Rule.priority, Rule.created_at, Rule.id)
+    )
+    if only_rule is not None:
+        query = query.where(Rule.id == only_rule)  # a test run: any status but archived
+    else:
+        query = query.where(Rule.status == "active")
+    for rule, version in (await session.execute(query)).all():
+        if rule.status == "archived":
+            continue
+        definition = RuleDefinition.model_validate(version.definition)
+        if not evaluate(definition.conditions, context):
+            continue
+        if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
+            continue
+        session.add(
+            JourneyEntry(
+                rule_id=rule.id,
+                rule_version=version.version,
+                customer_id=customer_id,
+                workflow_id=workflow_id,
+                cart_id=cart_id,
+                test=test,
+            )
+        )
+        await session.flush()
+        return Entry(rule.id, version.version, version.definition)
+    return None
+
+
+async def _reentry_allows(
+    session: AsyncSession, rule_id: str, customer_id: str, definition: RuleDefinition, now: datetime
+) -> bool:
+    policy = definition.reentry
+    if policy.policy == "every_time":
+        return True
+    since = datetime.min.replace(tzinfo=UTC)
+    if policy.policy == "once_per":
+        assert policy.period is not None
+        since = now - policy.period
+    previous = await session.scalar(
+        select(func.count())
+        .select_from(JourneyEntry)
+        .where(
+            JourneyEntry.rule_id == rule_id,
+            JourneyEntry.customer_id == customer_id,
+            JourneyEntry.test.is_(False),
+            JourneyEntry.entered_at > since,
+        )
+    )
+    return not previous
+
+
+async def record_exit(
+    session: AsyncSession, workflow_id: str, rule_id: str, reason: str, now: datetime
+) -> None:
+    entry = await session.scalar(
+        select(JourneyEntry)
+        .where(JourneyEntry.workflow_id == workflow_id, JourneyEntry.rule_id == rule_id)
+        .with_for_update()
+    )
+    if entry is not None and entry.exited_at is None:
+        entry.exited_at, entry.exit_reason = now, reason
+
+
+async def ensure_default_rules(session: AsyncSession) -> Rule | None:
+    """Install the rules Sutra ships (services/journeys/defaults.py), each once by its slug:
+    the abandoned-cart rule, active, and the lifecycle journeys (welcome, post-purchase,
+    replenishment, win-back, birthday, purchase anniversary, back in stock, price drop) as
+    drafts for a marketer to review and activate. A rule installed before is never
+    installed again, even if a marketer since edited, paused or archived it.
+
+    Returns the abandoned-cart rule when this call installed it, else None."""
+    actor = Actor(key_id=None, name="sutra (default rules)")
+    installed = set(
+        await session.scalars(
+            select(Rule.slug).where(
+                Rule.slug.in_([DEFAULT_ABANDONED_CART_SLUG, *LIFECYCLE_DEFAULTS])
+            )
+        )
+    )
+    abandoned_cart = None
+    if DEFAULT_ABANDONED_CART_SLUG not in installed:
+        abandoned_cart, _ = await create(
+            session,
+            RuleDefinition.model_validate(DEFAULT_ABANDONED_CART),
+            actor,
+            slug=DEFAULT_ABANDONED_CART_SLUG,
+            status="active",
+        )
+    for slug, definition in LIFECYCLE_DEFAULTS.items():
+        if slug not in installed:
+            rule, _ = await create(
+                session, RuleDefinition.model_validate(definition), actor, slug=slug, status="draft"
+            )
+            # One transaction gives every rule the same now(): list them in install order,
+            # the abandoned-cart rule first (README's tour takes the first rule).
+            await session.execute(
+                sql_update(Rule)
+                .where(Rule.id == rule.id)
+                .values(created_at=func.clock_timestamp())
+                .execution_options(synchronize_session=False)
+            )
+    return abandoned_cart
+
+
+async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> timedelta | None:
+    """The shortest ``trigger.after`` among active cart.abandoned rules (or the rule under
+    test): how long a cart must be idle before any journey could start."""
+    query = (
+        select(RuleVersion.definition)
+        .join(Rule, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
+        .where(Rule.trigger_event == "cart.abandoned")
+    )
+    query = query.where(Rule.id == only_rule) if only_rule else query.where(Rule.status == "active")
+    afters = [
+        RuleDefinition.model_validate(definition).trigger.idle_after
+        for definition in await session.scalars(query)
+    ]
+    return min(afters) if afters else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+async def enter_rule(
+    session: AsyncSession,
+    *,
+    rule_id: str,
+    customer_id: str,
+    workflow_id: str,
+    run_id: str,
+    context: dict[str, Any],
+    triggered_at: datetime,
+    now: datetime,
+    test: bool = False,
+) -> Entry | Refusal:
+    """A lifecycle journey entering its own rule: admitted when the rule is active, its
+    conditions hold, its re-entry policy allows and the customer has not already done
+    what the journey would end on. Recorded once per run (a retry finds the same)."""
+    existing = await session.scalar(
+        select(JourneyEntry).where(
+            JourneyEntry.rule_id == rule_id,
+            JourneyEntry.workflow_id == workflow_id,
+            JourneyEntry.run_id == run_id,
+        )
+    )
+    if existing is not None:
+        version = await version_of(session, existing.rule_id, existing.rule_version)
+        return Entry(existing.rule_id, existing.rule_version, version.definition)
+    rule = await session.get(Rule, rule_id)
+    admitted = ("draft", "active", "paused") if test else ("active",)
+    if rule is None or rule.status not in admitted:
+        return Refusal("rule_not_active")
+    version = await version_of(session, rule.id, rule.version)
+    definition = RuleDefinition.model_validate(version.definition)
+    if not evaluate(definition.conditions, context):
+        return Refusal("conditions")
+    if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
+        return Refusal("reentry")
+    if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
+        return Refusal("ordered")
+    session.add(
+        JourneyEntry(
+            rule_id=rule.id,
+            rule_version=version.version,
+            customer_id=customer_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            test=test,
+        )
+    )
+    await session.flush()
+    return Entry(rule.id, version.version, version.definition)
+
+
+def ordered_since(context: dict[str, Any], since: datetime) -> bool:
+    """Whether the customer in ``context`` placed an order after ``since``."""
+    last = (context.get("customer") or {}).get("last_order_at")
+    return bool(last) and datetime.fromisoformat(str(last)) > since

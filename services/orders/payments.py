@@ -1,0 +1,247 @@
+"""The payment ledger: links and refunds are recorded before the provider is called, so a
+retried activity finds what an earlier attempt made and never makes a second one."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from config.settings import Settings
+from contracts.events import EVENT_ADAPTER
+from contracts.orders import CancelLinkResult, CreateLinkInput, PaymentLinkInfo, RefundInput
+from db.models import PaymentLink, Refund
+from payments import provider_for, provider_named
+from payments.base import LinkRequest, PaymentProvider, RefundRequest
+from services.intake.service import ingest
+
+_REFERENCE_MAX = 40  # Razorpay's limit on reference_id
+
+
+def link_reference(order_id: str, purpose: str) -> str:
+    plain = f"{order_id}-{purpose}"
+    if len(plain) <= _REFERENCE_MAX and plain.isascii():
+        return plain
+    return f"sutra-{hashlib.sha256(order_id.encode()).hexdigest()[:24]}-{purpose}"
+
+
+def _info(row: PaymentLink) -> PaymentLinkInfo:
+    return PaymentLinkInfo(
+        purpose=row.purpose,
+        reference=row.reference,
+        provider=row.provider,
+        link_id=row.link_id or "",
+        url=row.url or "",
+        amount=row.amount,
+        expire_at=row.expire_at,
+        status=row.status,
+    )
+
+
+class PaymentLedger:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        providers: dict[str, PaymentProvider] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._providers = providers or {}
+
+    def _provider(self, name: str) -> PaymentProvider:
+        if name not in self._providers:
+            self._providers[name] = provider_named(self._settings, name)
+        return self._providers[name]
+
+    async def create_link(
+        self, input: CreateLinkInput, customer: dict[str, Any]
+    ) -> PaymentLinkInfo:
+        reference = link_reference(input.order_id, input.purpose)
+        provider_name = provider_for(self._settings, input.currency).name
+        async with self._sessionmaker() as session, session.begin():
+            row = (
+                await session.execute(
+                    insert(PaymentLink)
+                    .values(
+                        reference=reference,
+                        order_id=input.order_id,
+                        purpose=input.purpose,
+                        provider=provider_name,
+                        amount=input.amount,
+                        currency=input.currency,
+                        expire_at=input.expire_at,
+                        attempts=1,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=[PaymentLink.reference],
+                        set_={"attempts": PaymentLink.attempts + 1},
+                    )
+                    .returning(PaymentLink)
+                )
+            ).scalar_one()
+            if row.status != "creating":
+                return _info(row)
+            # The provider chosen first stays chosen, even if settings changed since.
+            provider = self._provider(row.provider)
+            retrying = row.attempts > 1
+            amount, currency, expire_at = row.amount, row.currency, row.expire_at
+        request = LinkRequest(
+            reference=reference,
+            order_id=input.order_id,
+            purpose=input.purpose,
+            amount=amount.quantize(input.amount),
+            currency=currency,
+            description=_description(self._settings, input),
+            expire_at=expire_at,
+            customer_name=customer.get("name"),
+            customer_email=customer.get("email"),
+            customer_phone=customer.get("phone"),
+        )
+        link = await asyncio.to_thread(provider.create_link, request, retrying=retrying)
+        async with self._sessionmaker() as session, session.begin():
+            row = (
+                await session.execute(
+                    update(PaymentLink)
+                    .where(PaymentLink.reference == reference)
+                    .values(
+                        link_id=link.link_id,
+                        url=link.url,
+                        status=link.status,
+                        payment_id=link.payment_id,
+                    )
+                    .returning(PaymentLink)
+                )
+            ).scalar_one()
+            return _info(row)
+
+    async def cancel_link(self, reference: str, now: datetime) -> CancelLinkResult:
+        async with self._sessionmaker() as session:
+            row = await session.get(PaymentLink, reference)
+        if row is None or row.link_id is None:
+            return CancelLinkResult(status="cancelled")  # never reached the provider
+        if row.status in ("paid", "cancelled", "expired"):
+            return CancelLinkResult(status=row.status, payment_id=row.payment_id)
+        link = await asyncio.to_thread(self._provider(row.provider).cancel_link, row.link_id)
+        async with self._sessionmaker() as session, session.begin():
+            current = await session.get(PaymentLink, reference, with_for_update=True)
+            assert current is not None
+            if current.status != "paid":  # a webhook may have said paid meanwhile
+                current.status = link.status
+                current.payment_id = current.payment_id or link.payment_id
+                if link.status == "cancelled":
+                    current.cancelled_at = now
+            return CancelLinkResult(status=current.status, payment_id=current.payment_id)
+
+    async def refund(self, input: RefundInput) -> str:
+        async with self._sessionmaker() as session, session.begin():
+            row = (
+                await session.execute(
+                    insert(Refund)
+                    .values(
+                        key=input.key,
+                        order_id=input.order_id,
+                        provider=input.provider,
+                        payment_id=input.payment_id,
+                        amount=input.amount,
+                        currency=input.currency,
+                        reason=input.reason,
+                        attempts=1,
+                    )
+                    .on_conflict_do_update(
+                        index_elements=[Refund.key], set_={"attempts": Refund.attempts + 1}
+                    )
+                    .returning(Refund)
+                )
+            ).scalar_one()
+            if row.status == "done" and row.provider_refund_id:
+                return row.provider_refund_id
+            retrying = row.attempts > 1
+        request = RefundRequest(
+            key=input.key,
+            payment_id=input.payment_id,
+            amount=input.amount,
+            currency=input.currency,
+            reason=input.reason,
+            order_id=input.order_id,
+        )
+        provider = self._provider(input.provider)
+        refund_id = await asyncio.to_thread(provider.refund, request, retrying=retrying)
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Refund)
+                .where(Refund.key == input.key)
+                .values(status="done", provider_refund_id=refund_id, done_at=func.now())
+            )
+        return refund_id
+
+    async def refund_failed(self, key: str, error: str) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Refund).where(Refund.key == key).values(status="failed", error=error[:2000])
+            )
+
+
+def _description(settings: Settings, input: CreateLinkInput) -> str:
+    what = {
+        "upfront": "Upfront payment",
+        "prepaid": "Payment",
+        "offer": "Pay now and save",
+    }[input.purpose]
+    return f"{settings.shop_name}: {what} for order {input.order_id}"
+
+
+async def mark_paid(
+    session: AsyncSession, reference: str, payment_id: str | None, now: datetime
+) -> PaymentLink | None:
+    """A provider said a link was paid; returns the link (None if it is not ours)."""
+    row = await session.get(PaymentLink, reference, with_for_update=True)
+    if row is None:
+        return None
+    if row.status != "paid":
+        row.status, row.paid_at = "paid", now
+    row.payment_id = payment_id or row.payment_id
+    return row
+
+
+async def record_capture(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    event_id: str,
+    reference: str,
+    payment_id: str | None,
+    amount: Decimal,
+    currency: str,
+    provider: str,
+    at: datetime,
+) -> str:
+    """A provider said one of our links was paid: mark it, and take a ``payment.captured``
+    event (the provider's event id as its id) for the order's workflow. ``accepted``,
+    ``duplicate``, or ``ignored`` for a link Sutra did not make."""
+    link = await mark_paid(session, reference, payment_id, at)
+    if link is None:
+        return "ignored"
+    event = EVENT_ADAPTER.validate_python(
+        {
+            "id": event_id,
+            "type": "payment.captured",
+            "occurred_at": at,
+            "data": {
+                "order_id": link.order_id,
+                "amount": str(amount),
+                "currency": currency,
+                "payment_id": payment_id,
+                "provider": provider,
+                "purpose": link.purpose,
+            },
+        }
+    )
+    [outcome] = await ingest(session, [event], settings=settings, api_key_id=None)
+    return outcome
