@@ -33,7 +33,7 @@ from tests.factories import cart_updated, item, order_placed, uid
 from tests.skipping_shop import KARACHI, SkippingShop
 from worker import build_worker
 from workflows.cart import CartWorkflow
-from workflows.journey import choose_variant, split_bucket
+from workflows.journey_split import choose_variant, split_bucket
 
 HOUR = timedelta(hours=1)
 ACTOR = rules.Actor(key_id=None, name="tests")

@@ -17,7 +17,7 @@ from services.journeys import experiments, rules
 from tests.conftest import ADMIN_KEY, Api
 from tests.factories import uid
 from tests.test_split_assignment import split_rule
-from workflows.journey import split_bucket
+from workflows.journey_split import split_bucket
 
 ACTOR = rules.Actor(key_id=None, name="tests")
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

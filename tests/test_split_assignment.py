@@ -28,7 +28,7 @@ from services.journeys import experiments, rules
 from tests.factories import cart_updated, uid
 from tests.skipping_shop import SkippingShop
 from worker import build_worker
-from workflows.journey import split_bucket
+from workflows.journey_split import split_bucket
 
 HISTORIES = Path(__file__).parent / "histories"
 ACTOR = rules.Actor(key_id=None, name="tests")

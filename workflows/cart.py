@@ -8,6 +8,9 @@ journey runs while the cart stays idle: activity on the cart pauses it, and once
 again it resumes at the next unsent step. An order for the cart ends everything and is
 credited to the last message the customer received; an emptied cart, an unsubscribe or a
 paused rule end the journey.
+
+What an event changes and the status that follows from the facts are ``cart_facts``'
+(pure); this module issues the commands, and the journey itself runs on ``JourneyRunner``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    import workflows.cart_facts as facts
     from contracts import search_attributes as sa
     from contracts.carts import (
         PREPARE_CART,
@@ -30,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         PrepareCartInput,
         PrepareCartResult,
         StartCartInput,
-        template_cart,
     )
     from contracts.journeys import (
         ATTRIBUTE_ORDER,
@@ -113,8 +116,9 @@ class CartWorkflow:
             await workflow.wait_condition(lambda: bool(self._inbox))
             placed_since = min(e.occurred_at for e in self._inbox)
             for event in self._take_inbox():
-                self._apply(event)
-            self._derive_status()  # queries answer truthfully while the check below runs
+                facts.apply(self._state, event, workflow.now())
+            # Queries answer truthfully while the check below runs.
+            facts.derive_status(self._state, workflow.now())
             if await self._prepare(placed_since):
                 return await self._finish()
         elif self._state.journey_status == "running":
@@ -124,8 +128,8 @@ class CartWorkflow:
                 self._journey_task.result()  # a journey that crashed fails the task, loudly
                 self._journey_task = None
             for event in self._take_inbox():
-                self._apply(event)
-            self._derive_status()
+                facts.apply(self._state, event, workflow.now())
+            facts.derive_status(self._state, workflow.now())
             self._publish()
             if self._state.status in (CartStatus.converted, CartStatus.expired):
                 return await self._finish()
@@ -135,7 +139,7 @@ class CartWorkflow:
                 and self._state.entry_checked_for != self._state.last_activity_at
             ):
                 await self._enter_journey()
-                self._derive_status()
+                facts.derive_status(self._state, workflow.now())
             if workflow.info().is_continue_as_new_suggested() and self._journey_task is None:
                 workflow.continue_as_new(
                     StartCartInput(
@@ -149,7 +153,7 @@ class CartWorkflow:
                         time_scale=input.time_scale,
                     )
                 )
-            await self._wait_for_event_or(self._next_deadline())
+            await self._wait_for_event_or(facts.next_deadline(self._state, workflow.now()))
 
     async def _prepare(self, placed_since: datetime) -> bool:
         """Learn when rules call this cart abandoned, and whether it is already an order.
@@ -184,59 +188,6 @@ class CartWorkflow:
         events, self._inbox = self._inbox, []
         return events
 
-    def _apply(self, event: CartEvent) -> None:
-        state = self._state
-        state.events_applied += 1
-        if event.type == "order.placed":
-            if event.cart_id is not None and event.cart_id != state.cart_id:
-                # The customer ordered, but another cart: ends this journey only if its
-                # rule says any order by the customer counts.
-                state.ordered_elsewhere = state.ordered_elsewhere or event.order_id
-                return
-            state.status = CartStatus.converted
-            state.order_id = event.order_id
-            state.converted_at = event.occurred_at
-            return
-        # A backend clock running ahead must not push the idle deadline into the future.
-        active_at = min(event.occurred_at, workflow.now())
-        if state.last_activity_at is None or active_at > state.last_activity_at:
-            state.last_activity_at = active_at
-        snapshot = event.snapshot
-        # Events can arrive out of order: the newest snapshot wins, not the last received.
-        if snapshot is not None and (
-            state.snapshot is None or snapshot.as_of >= state.snapshot.as_of
-        ):
-            state.snapshot = snapshot
-        if event.type == "checkout.started" and (
-            state.checkout_started_at is None or active_at > state.checkout_started_at
-        ):
-            state.checkout_started_at = active_at
-
-    def _derive_status(self) -> None:
-        """The status follows from the facts: items, last activity, the clock."""
-        state = self._state
-        if state.status in (CartStatus.converted, CartStatus.expired):
-            return
-        now = workflow.now()
-        last = state.last_activity_at or now
-        has_items = bool(state.snapshot and state.snapshot.items)
-        if now >= last + state.expire_after and state.journey_status != "running":
-            state.status = CartStatus.expired
-        elif not has_items:
-            state.status, state.abandoned_at = CartStatus.empty, None
-        elif now >= last + state.idle_after:
-            state.status = CartStatus.abandoned
-            state.abandoned_at = last + state.idle_after
-        else:
-            state.status, state.abandoned_at = CartStatus.active, None
-
-    def _next_deadline(self) -> datetime:
-        state = self._state
-        last = state.last_activity_at or workflow.now()
-        if state.status is CartStatus.active:
-            return last + state.idle_after
-        return last + state.expire_after
-
     async def _wait_for_event_or(self, deadline: datetime) -> None:
         remaining = deadline - workflow.now()
         if remaining <= timedelta(0):
@@ -264,7 +215,7 @@ class CartWorkflow:
                 customer_id=state.customer_id,
                 workflow_id=workflow.info().workflow_id,
                 cart_id=state.cart_id,
-                context=self._context(),
+                context=facts.context(state),
                 only_rule=self._input.test_rule,
                 test=self._input.test_rule is not None,
             ),
@@ -298,7 +249,7 @@ class CartWorkflow:
             cart_id=state.cart_id,
             gate=lambda: self._state.status is CartStatus.abandoned,
             stop=self._stop_reason,
-            context=self._context,
+            context=lambda: facts.context(self._state),
             time_scale=self._input.time_scale,
             test=self._input.test_rule is not None,
         )
@@ -348,12 +299,6 @@ class CartWorkflow:
             self._rule = RuleDefinition.model_validate(journey.rule.definition)
         return self._rule
 
-    def _context(self) -> dict[str, object]:
-        state = self._state
-        cart = template_cart(state.cart_id, state.snapshot)
-        cart["checkout_started"] = state.checkout_started_at is not None
-        return {"cart": cart, "event": {"type": CART_ABANDONED, "data": cart}}
-
     async def _attribute(self, order_id: str, cart_id: str | None) -> None:
         journey = self._state.journey
         if journey is None or journey.attributed_order == order_id:
@@ -385,7 +330,7 @@ class CartWorkflow:
     def _publish(self) -> None:
         state = self._state
         # Details live in workflow memory and cost no history; search attributes do.
-        workflow.set_current_details(describe(state))
+        workflow.set_current_details(facts.describe(state))
         if state.status is self._published:
             return
         self._published = state.status
@@ -393,41 +338,3 @@ class CartWorkflow:
         if state.order_id:
             updates.append(sa.ORDER_ID.value_set(state.order_id))
         workflow.upsert_search_attributes(updates)
-
-
-def describe(state: CartState) -> str:
-    """The plain-words summary ops read in the Temporal UI."""
-    snapshot = state.snapshot
-    contents = "no items"
-    if snapshot and snapshot.items:
-        count = sum(i.quantity for i in snapshot.items)
-        contents = f"{count} item{'s' if count != 1 else ''}, {snapshot.currency} {snapshot.total}"
-    since = state.last_activity_at.strftime("%Y-%m-%d %H:%M UTC") if state.last_activity_at else "-"
-    lines = {
-        CartStatus.active: f"**Active** cart: {contents}; last activity {since}.",
-        CartStatus.empty: f"**Empty** cart; last activity {since}.",
-        CartStatus.abandoned: (
-            f"**Abandoned** cart: {contents}; idle since {since} "
-            f"(abandoned after {state.idle_after})."
-        ),
-        CartStatus.converted: f"**Converted**: order {state.order_id} placed; cart had {contents}.",
-        CartStatus.expired: f"**Expired**: no activity since {since}.",
-    }
-    journey = ""
-    if state.journey is not None:
-        rule = state.journey.rule
-        sent = [s for s in state.journey.sent if s.status in ("sent", "delivered")]
-        journey = (
-            f"\n\nJourney: rule `{rule.rule_id}` v{rule.version}, "
-            f"{len(sent)} message{'s' if len(sent) != 1 else ''} sent"
-        )
-        if sent:
-            journey += f", last on {sent[-1].channel} at {sent[-1].at:%Y-%m-%d %H:%M} UTC"
-        if state.journey.exit_reason:
-            journey += f"; ended: {state.journey.exit_reason}"
-        elif state.status is CartStatus.active:
-            journey += "; paused while the customer is active"
-        journey += "."
-    return (
-        f"{lines[state.status]}{journey}\n\nCustomer `{state.customer_id}`, cart `{state.cart_id}`."
-    )

@@ -20,7 +20,6 @@ sequence, so the next wait counts from the send as the rule says.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -31,12 +30,6 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.conditions import evaluate
-    from contracts.experiments import (
-        ASSIGN_VARIANT,
-        RECORD_SPLIT_PATCH,
-        AssignVariantInput,
-        AssignVariantResult,
-    )
     from contracts.journeys import (
         CUSTOMER_CONTEXT,
         ISSUE_COUPON,
@@ -52,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from contracts.messages import MessageOutcome, MessageRequest, QuietHours
     from contracts.rules import Op, RuleDefinition, Send, compile_steps
+    from workflows.journey_split import take_variant
     from workflows.messaging import Messenger, Watch, undelivered
 
 ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
@@ -60,22 +54,6 @@ NUMERIC_EQUALITY_PATCH = "numeric-equality"
 # inside the step (Messenger.send); later ones watch beside the sequence.
 FALLBACK_BESIDE_PATCH = "fallback-watch-beside-sequence"
 _REACHED = frozenset({"sent", "delivered"})
-
-
-def split_bucket(rule_id: str, customer_id: str) -> int:
-    """0-99, the same for a customer and rule on every replay and every worker."""
-    digest = hashlib.sha256(f"{rule_id}:{customer_id}".encode()).hexdigest()
-    return int(digest[:8], 16) % 100
-
-
-def choose_variant(variants: list[tuple[int, int, str]], bucket: int) -> tuple[int, str]:
-    floor = 0
-    for weight, start, name in variants:
-        floor += weight
-        if bucket < floor:
-            return start, name
-    weight, start, name = variants[-1]
-    return start, name
 
 
 def until_local(now: datetime, at: time, zone_name: str) -> timedelta:
@@ -159,7 +137,14 @@ class JourneyRunner:
                 self.state.pc = self.state.pc + 1 if holds else (op.target or 0)
                 continue
             elif op.kind == "split":
-                self.state.pc = await self._split(op)
+                self.state.pc = await take_variant(
+                    self.state,
+                    op,
+                    customer_id=self.customer_id,
+                    workflow_id=self.workflow_id,
+                    test=self.test,
+                    retry=ACTIVITY_RETRY,
+                )
                 continue
             elif op.kind == "jump":
                 self.state.pc = op.target or 0
@@ -170,36 +155,6 @@ class JourneyRunner:
                 return reason
             self.state.pc += 1
         return "completed"
-
-    async def _split(self, op: Op) -> int:
-        """Take a variant: the one recorded for this journey (its hash bucket's, or a
-        promoted winner's); where to continue is returned."""
-        rule = self.state.rule
-        bucket = split_bucket(rule.rule_id, self.customer_id)
-        start, name = choose_variant(op.variants, bucket)
-        if workflow.patched(RECORD_SPLIT_PATCH):
-            assigned = await workflow.execute_activity(
-                ASSIGN_VARIANT,
-                AssignVariantInput(
-                    rule_id=rule.rule_id,
-                    rule_version=rule.version,
-                    path=op.path,
-                    customer_id=self.customer_id,
-                    workflow_id=self.workflow_id,
-                    run_id=self.state.instance,
-                    variants=[(n, weight) for weight, _, n in op.variants],
-                    bucket=bucket,
-                    test=self.test,
-                ),
-                result_type=AssignVariantResult,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            starts = {n: at for _, at, n in op.variants}
-            if assigned.variant in starts:
-                start, name = starts[assigned.variant], assigned.variant
-        self.state.variant = name
-        return start
 
     def _numeric_eq(self) -> bool:
         # "4500.00" eq "4500" became true in a later release; a journey that decided a
