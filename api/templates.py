@@ -21,14 +21,9 @@ from contracts.messages import CHANNELS, Channel, Kind
 from db.models import TemplateOverride
 from services.platform import audit
 from services.platform.api_keys import Principal
-from services.templating.templates import (
-    BASE_CONTEXT,
-    PARTS,
-    SAMPLES,
-    Renderer,
-    TemplateError,
-    sample_context,
-)
+from services.templating.catalogue import BASE_CONTEXT, PARTS
+from services.templating.renderer import Renderer, TemplateError
+from services.templating.samples import SAMPLES, sample_context
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]
