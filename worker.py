@@ -32,7 +32,7 @@ from services.journeys.schedules import ensure_time_trigger_schedule
 from services.messaging.send import Messaging
 from services.platform import task_failure_log
 from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
-from services.templating.templates import Renderer
+from services.templating.renderer import Renderer
 from workflows import ALL as WORKFLOWS
 from workflows.order import OrderWorkflow
 

@@ -44,7 +44,7 @@ from services.delivery.dispatcher import Dispatcher, running
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
 from services.platform.stranded import StrandedMonitor, monitoring
 from services.platform.temporal import FAIL_FAST, connect
-from services.templating.templates import Renderer
+from services.templating.renderer import Renderer
 
 log = logging.getLogger("sutra.api")
 

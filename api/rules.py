@@ -24,7 +24,8 @@ from db.models import Customer, EventRoute, Rule, RuleVersion
 from services.intake.service import ROUTES_CHANNEL
 from services.journeys import rules
 from services.platform.api_keys import Principal
-from services.templating.templates import SAMPLES, Renderer, TemplateError
+from services.templating.renderer import Renderer, TemplateError
+from services.templating.samples import SAMPLES
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import delete, select
 
 from api.deps import SessionDep, require
 from api.errors import NotFound, Unprocessable, documented
@@ -21,14 +20,10 @@ from contracts.messages import CHANNELS, Channel, Kind
 from db.models import TemplateOverride
 from services.platform import audit
 from services.platform.api_keys import Principal
-from services.templating.templates import (
-    BASE_CONTEXT,
-    PARTS,
-    SAMPLES,
-    Renderer,
-    TemplateError,
-    sample_context,
-)
+from services.templating import overrides
+from services.templating.catalogue import BASE_CONTEXT, PARTS
+from services.templating.renderer import Renderer, TemplateError
+from services.templating.samples import SAMPLES, sample_context
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 Reader = Annotated[Principal, Depends(require("rules:read"))]
@@ -124,13 +119,7 @@ def _renderer(request: Request) -> Renderer:
 
 async def _describe(session: Any, renderer: Renderer, name: str) -> TemplateOut | None:
     entry = renderer.entry(name)
-    stored = list(
-        await session.scalars(
-            select(TemplateOverride)
-            .where(TemplateOverride.name == name)
-            .order_by(TemplateOverride.channel, TemplateOverride.locale)
-        )
-    )
+    stored = await overrides.of_template(session, name)
     if entry is None and not stored:
         return None
     variants: dict[tuple[str, str], Variant] = {}
@@ -160,9 +149,7 @@ async def _describe(session: Any, renderer: Renderer, name: str) -> TemplateOut 
 @router.get("", summary="Every template: shipped defaults and stored versions")
 async def list_templates(request: Request, session: SessionDep, _: Reader) -> list[TemplateOut]:
     renderer = _renderer(request)
-    names = set(renderer.catalog) | set(
-        await session.scalars(select(TemplateOverride.name).distinct())
-    )
+    names = set(renderer.catalog) | await overrides.names(session)
     out = []
     for name in sorted(names):
         described = await _describe(session, renderer, name)
@@ -195,9 +182,7 @@ async def put_template(
 ) -> TemplateOut:
     renderer = _renderer(request)
     entry = renderer.entry(name)
-    existing = await session.scalar(
-        select(TemplateOverride).where(TemplateOverride.name == name).limit(1)
-    )
+    existing = await overrides.any_of(session, name)
     kind, context = _kind_and_context(name, body, entry, existing)
     problems: list[dict[str, Any]] = []
     contents: list[tuple[Channel, str, dict[str, Any]]] = []
@@ -218,25 +203,7 @@ async def put_template(
         first = problems[0]
         where = ".".join(str(p) for p in first["loc"][1:])
         raise Unprocessable(f"{where}: {first['msg']}", fields=problems)
-    for channel, locale, data in contents:
-        row = await session.get(TemplateOverride, (name, channel, locale), with_for_update=True)
-        if row is None:
-            session.add(
-                TemplateOverride(
-                    name=name,
-                    channel=channel,
-                    locale=locale,
-                    content=data,
-                    kind=kind,
-                    context=list(context),
-                    version=1,
-                    updated_by=principal.key_id,
-                )
-            )
-        else:
-            row.content, row.kind, row.context = data, kind, list(context)
-            row.version += 1
-            row.updated_by = principal.key_id
+    await overrides.store(session, name, kind, context, contents, principal.key_id)
     audit.record(session, principal, "template", name, "put", _variants(kind, contents))
     await session.flush()
     described = await _describe(session, renderer, name)
@@ -314,8 +281,7 @@ def _problem(channel: str, locale: str, part: str, exc: TemplateError) -> dict[s
 async def revert_template(
     name: TemplateName, request: Request, session: SessionDep, principal: Writer
 ) -> TemplateOut:
-    result = await session.execute(delete(TemplateOverride).where(TemplateOverride.name == name))
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not await overrides.delete_all(session, name):
         raise NotFound(f"template {name!r} has no stored version")
     audit.record(session, principal, "template", name, "delete")
     described = await _describe(session, _renderer(request), name)
@@ -338,16 +304,9 @@ async def preview_template(
         raise NotFound(f"no template {name!r}")
     context = {k: v for k, v in SAMPLES.items() if k in described.variables}
     context.update(body.context or {})
-    overrides = {
-        row.locale: row.content
-        for row in await session.scalars(
-            select(TemplateOverride).where(
-                TemplateOverride.name == name, TemplateOverride.channel == body.channel
-            )
-        )
-    }
+    stored = await overrides.for_render(session, name, body.channel, body.locale)
     try:
-        rendered = renderer.render(name, body.channel, body.locale, context, overrides)
+        rendered = renderer.render(name, body.channel, body.locale, context, stored)
     except TemplateError as exc:
         raise Unprocessable(
             str(exc), fields=[{"loc": ["body", "context"], "msg": str(exc)}]

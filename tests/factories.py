@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-# A cart as templates see it (see services/templating/templates.py SAMPLES).
+# A cart as templates see it (see services/templating/samples.py).
 CART_CONTEXT = {
     "cart": {
         "id": "cart_1",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from services.templating.templates import SAMPLES
+from services.templating.samples import SAMPLES
 from tests.factories import uid
 from tests.outside import AUTH, Http, outside_engine
 from tests.processes import ApiProcess

@@ -23,7 +23,8 @@ from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART_SLUG,
     LIFECYCLE_DEFAULTS,
 )
-from services.templating.templates import SAMPLES, Renderer, sample_context
+from services.templating.renderer import Renderer
+from services.templating.samples import SAMPLES, sample_context
 
 RENDERER = Renderer()
 LOCALES = {"en": "en-PK", "ur": "ur-PK", "hi": "hi-IN"}

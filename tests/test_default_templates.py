@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 from babel.numbers import format_currency
 
-from services.templating.templates import (
-    PARTS,
-    SAMPLES,
-    TEMPLATES_DIR,
-    Renderer,
-    format_locale,
-    sample_context,
-)
+from services.templating.catalogue import PARTS, TEMPLATES_DIR
+from services.templating.filters import format_locale
+from services.templating.renderer import Renderer
+from services.templating.samples import SAMPLES, sample_context
 
 RENDERER = Renderer()
 LOCALES = ("en", "ur", "hi")

@@ -24,7 +24,7 @@ from contracts.messages import MessageOutcome, MessageRequest, SendMessageInput
 from db.models import Message
 from services.customers import profiles
 from services.messaging.send import Messaging
-from services.templating.templates import SAMPLES
+from services.templating.samples import SAMPLES
 from tests.factories import CART_CONTEXT, cart_updated, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from worker import build_worker

@@ -40,7 +40,7 @@ from contracts.messages import Channel, MessageOutcome, MessageRequest, SendMess
 from db.models import Message
 from services.customers import profiles
 from services.messaging.send import Messaging
-from services.templating.templates import SAMPLES
+from services.templating.samples import SAMPLES
 from tests.conftest import Api, make_settings, start_api
 from tests.factories import CART_CONTEXT, cart_updated, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow

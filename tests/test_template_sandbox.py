@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 
-from services.templating.templates import (
-    BASE_CONTEXT,
-    MAX_OUTPUT_CHARS,
-    Renderer,
-    TemplateError,
-    sample_context,
-)
+from services.templating.catalogue import BASE_CONTEXT
+from services.templating.renderer import Renderer, TemplateError
+from services.templating.samples import sample_context
+from services.templating.sandbox import MAX_OUTPUT_CHARS
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import uid
 

@@ -22,7 +22,7 @@ from config.settings import Settings
 from contracts.messages import InboundMessageSignal, MessageRequest, SendMessageInput
 from db.models import ConsentChange, Customer, Message, MessageEvent, Suppression
 from services.messaging.send import Messaging
-from services.templating.templates import SAMPLES
+from services.templating.samples import SAMPLES
 from tests.conftest import Api, make_settings, start_api
 from tests.factories import CART_CONTEXT, cart_updated, eventually, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow

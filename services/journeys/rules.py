@@ -24,7 +24,7 @@ from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART_SLUG,
     LIFECYCLE_DEFAULTS,
 )
-from services.templating.templates import Renderer
+from services.templating.renderer import Renderer
 
 # draft -> active <-> paused ; any -> archived (for good)
 TRANSITIONS: dict[str, set[str]] = {

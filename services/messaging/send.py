@@ -39,7 +39,7 @@ from contracts.messages import (
 from db.models import Customer, InboundMessage, Message, TemplateOverride
 from services.messaging import suppressions
 from services.messaging.unsubscribe import unsubscribe_url
-from services.templating.templates import Rendered, Renderer, TemplateError
+from services.templating.renderer import Rendered, Renderer, TemplateError
 
 log = logging.getLogger(__name__)
 
