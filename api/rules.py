@@ -14,9 +14,10 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
-from api.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, documented
+from api.errors import documented
 from contracts import search_attributes as sa
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
+from contracts.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
 from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
@@ -114,12 +115,6 @@ async def _out(session: Any, rule: Rule) -> RuleOut:
     )
 
 
-def _rule_error(exc: rules.RuleError) -> Exception:
-    if exc.status == 404:
-        return NotFound(exc.message)
-    return Conflict(exc.message)
-
-
 async def _check_definition(request: Request, session: Any, definition: RuleDefinition) -> None:
     too_long = durations_too_long(definition)
     if too_long:
@@ -153,10 +148,7 @@ async def list_rules(session: SessionDep, _: Reader) -> list[RuleOut]:
 
 @router.get("/{rule_id}", responses=documented(401, 403, 404))
 async def get_rule(rule_id: str, session: SessionDep, _: Reader) -> RuleOut:
-    try:
-        return await _out(session, await rules.get(session, rule_id))
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    return await _out(session, await rules.get(session, rule_id))
 
 
 @router.get("/{rule_id}/versions/{version}", responses=documented(401, 403, 404))
@@ -166,19 +158,13 @@ async def get_rule_version(
     session: SessionDep,
     _: Reader,
 ) -> dict[str, Any]:
-    try:
-        row = await rules.version_of(session, rule_id, version)
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    row = await rules.version_of(session, rule_id, version)
     return {"id": rule_id, "version": version, "definition": row.definition}
 
 
 @router.get("/{rule_id}/audit", summary="Who changed what, when", responses=documented(404))
 async def rule_audit(rule_id: str, session: SessionDep, _: Reader) -> list[AuditOut]:
-    try:
-        await rules.get(session, rule_id)
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    await rules.get(session, rule_id)
     return [
         AuditOut.model_validate(a, from_attributes=True)
         for a in await rules.audit_trail(session, rule_id)
@@ -194,20 +180,14 @@ async def update_rule(
     rule_id: str, body: RuleDefinition, request: Request, session: SessionDep, principal: Writer
 ) -> RuleOut:
     await _check_definition(request, session, body)
-    try:
-        rule, _ = await rules.update(session, rule_id, body, _actor(principal))
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    rule, _ = await rules.update(session, rule_id, body, _actor(principal))
     return await _out(session, rule)
 
 
 async def _transition(
     session: Any, rule_id: str, to: str, principal: Principal, **details: Any
 ) -> Rule:
-    try:
-        return await rules.transition(session, rule_id, to, _actor(principal), **details)
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    return await rules.transition(session, rule_id, to, _actor(principal), **details)
 
 
 @router.post("/{rule_id}/activate", responses=documented(401, 403, 404, 409))
@@ -264,11 +244,8 @@ async def preview_rule(
     rule_id: str, request: Request, session: SessionDep, _: Reader, body: PreviewIn | None = None
 ) -> list[PreviewStep]:
     body = body or PreviewIn()
-    try:
-        rule = await rules.get(session, rule_id)
-        version = await rules.version_of(session, rule_id, rule.version)
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    rule = await rules.get(session, rule_id)
+    version = await rules.version_of(session, rule_id, rule.version)
     definition = RuleDefinition.model_validate(version.definition)
     renderer: Renderer = request.app.state.renderer
     steps = []
@@ -334,10 +311,7 @@ async def start_test_run(
     temporal: TemporalDep,
     _: Writer,
 ) -> TestOut:
-    try:
-        rule = await rules.get(session, rule_id)
-    except rules.RuleError as exc:
-        raise _rule_error(exc) from exc
+    rule = await rules.get(session, rule_id)
     if rule.status == "archived":
         raise Conflict("an archived rule cannot be tested")
     if await session.get(Customer, body.customer_id) is None:

@@ -17,6 +17,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.conditions import evaluate
+from contracts.errors import Conflict, NotFound
 from contracts.rules import RuleDefinition, send_steps
 from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
 from services.journeys.defaults import (
@@ -33,14 +34,6 @@ TRANSITIONS: dict[str, set[str]] = {
     "paused": {"active", "archived"},
     "archived": set(),
 }
-
-
-class RuleError(Exception):
-    def __init__(self, message: str, *, status: int = 409, loc: list[Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.loc = loc
 
 
 @dataclass(frozen=True)
@@ -129,14 +122,14 @@ async def create(
 async def get(session: AsyncSession, rule_id: str, *, lock: bool = False) -> Rule:
     rule = await session.get(Rule, rule_id, with_for_update=lock)
     if rule is None:
-        raise RuleError(f"no rule {rule_id!r}", status=404)
+        raise NotFound(f"no rule {rule_id!r}")
     return rule
 
 
 async def version_of(session: AsyncSession, rule_id: str, version: int) -> RuleVersion:
     row = await session.get(RuleVersion, (rule_id, version))
     if row is None:
-        raise RuleError(f"rule {rule_id!r} has no version {version}", status=404)
+        raise NotFound(f"rule {rule_id!r} has no version {version}")
     return row
 
 
@@ -145,7 +138,7 @@ async def update(
 ) -> tuple[Rule, RuleVersion]:
     rule = await get(session, rule_id, lock=True)
     if rule.status == "archived":
-        raise RuleError("an archived rule cannot be changed; create a new one")
+        raise Conflict("an archived rule cannot be changed; create a new one")
     rule.version += 1
     rule.name = definition.name
     rule.trigger_event = definition.trigger.event
@@ -170,7 +163,7 @@ async def transition(
     if to == rule.status:
         return rule  # activating an active rule is a retry, not an error
     if to not in TRANSITIONS[rule.status]:
-        raise RuleError(f"a {rule.status} rule cannot become {to}", loc=["status"])
+        raise Conflict(f"a {rule.status} rule cannot become {to}")
     rule.status = to
     await _audit(session, rule, to, actor, **details)
     await session.flush()
