@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, status
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
@@ -18,11 +18,9 @@ from api.errors import documented
 from contracts import search_attributes as sa
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
 from contracts.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
 from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
-from db.models import Customer, EventRoute, Rule, RuleVersion
-from services.intake.service import ROUTES_CHANNEL
+from db.models import Customer, Rule, RuleVersion
 from services.journeys import rules
 from services.platform.api_keys import Principal
 from services.templating.templates import SAMPLES, Renderer, TemplateError
@@ -206,33 +204,15 @@ async def pause_rule(
     running = (body or PauseIn()).running
     rule = await _transition(session, rule_id, "paused", principal, running=running)
     if running == "end":
-        await _end_running_journeys(session, rule_id)
+        await rules.end_running_journeys(session, rule_id)
     return await _out(session, rule)
 
 
 @router.post("/{rule_id}/archive", responses=documented(401, 403, 404, 409))
 async def archive_rule(rule_id: str, session: SessionDep, principal: Writer) -> RuleOut:
     rule = await _transition(session, rule_id, "archived", principal)
-    await _end_running_journeys(session, rule_id)
+    await rules.end_running_journeys(session, rule_id)
     return await _out(session, rule)
-
-
-async def _end_running_journeys(session: Any, rule_id: str) -> None:
-    """Tell every running journey of the rule to stop, through the dispatcher's outbox."""
-    session.add(
-        EventRoute(
-            event_id=None,
-            origin="rule",
-            workflow_id=f"rule:{rule_id}",
-            workflow_type="",
-            kind="signal_query",
-            signal_name=RULE_PAUSED_SIGNAL,
-            signal_payload=RulePaused(rule_id=rule_id).model_dump(mode="json"),
-            target_query=sa.equals(sa.RULE_ID, rule_id),
-        )
-    )
-    await session.flush()
-    await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))
 
 
 @router.post(

@@ -16,10 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import search_attributes as sa
 from contracts.conditions import evaluate
 from contracts.errors import Conflict, NotFound
+from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.rules import RuleDefinition, send_steps
 from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
+from services.delivery import outbox
 from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART,
     DEFAULT_ABANDONED_CART_SLUG,
@@ -181,6 +184,20 @@ async def audit_trail(session: AsyncSession, rule_id: str) -> list[RuleAudit]:
 
 async def list_rules(session: AsyncSession) -> list[Rule]:
     return list(await session.scalars(select(Rule).order_by(Rule.created_at, Rule.id)))
+
+
+async def end_running_journeys(session: AsyncSession, rule_id: str) -> None:
+    """Tell every running journey of the rule to stop, through the dispatcher's outbox."""
+    outbox.add_signal(
+        session,
+        origin="rule",
+        workflow_id=f"rule:{rule_id}",
+        signal_name=RULE_PAUSED_SIGNAL,
+        payload=RulePaused(rule_id=rule_id).model_dump(mode="json"),
+        target_query=sa.equals(sa.RULE_ID, rule_id),
+    )
+    await session.flush()
+    await outbox.notify(session)
 
 
 @dataclass(frozen=True)
