@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
 from api.errors import documented
-from contracts import search_attributes as sa
-from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
-from contracts.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
-from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
-from db.models import Customer, Rule, RuleVersion
-from services.journeys import rules
+from contracts.errors import Unprocessable
+from contracts.rules import MAX_DURATION, RuleDefinition, send_steps
+from db.models import Rule
+from services.journeys import rules, test_runs
 from services.platform.api_keys import Principal
 from services.templating.templates import SAMPLES, Renderer, TemplateError
 
@@ -95,13 +88,6 @@ def _actor(principal: Principal) -> rules.Actor:
 
 async def _out(session: Any, rule: Rule) -> RuleOut:
     version = await rules.version_of(session, rule.id, rule.version)
-    versions = list(
-        await session.scalars(
-            select(RuleVersion.version)
-            .where(RuleVersion.rule_id == rule.id)
-            .order_by(RuleVersion.version)
-        )
-    )
     return RuleOut(
         id=rule.id,
         status=rule.status,
@@ -109,20 +95,13 @@ async def _out(session: Any, rule: Rule) -> RuleOut:
         created_at=rule.created_at,
         updated_at=rule.updated_at,
         definition=version.definition,
-        versions=versions,
+        versions=await rules.version_numbers(session, rule.id),
     )
 
 
-async def _check_definition(request: Request, session: Any, definition: RuleDefinition) -> None:
-    too_long = durations_too_long(definition)
-    if too_long:
-        where = ".".join(str(p) for p in too_long[0]["loc"])
-        raise Unprocessable(f"{where}: {too_long[0]['msg']}", fields=too_long)
+def _renderer(request: Request) -> Renderer:
     renderer: Renderer = request.app.state.renderer
-    problems = await rules.template_problems(session, renderer, definition)
-    if problems:
-        where = ".".join(str(p) for p in problems[0]["loc"][1:])
-        raise Unprocessable(f"{where}: {problems[0]['msg']}", fields=problems)
+    return renderer
 
 
 @router.post(
@@ -134,7 +113,7 @@ async def _check_definition(request: Request, session: Any, definition: RuleDefi
 async def create_rule(
     body: RuleDefinition, request: Request, session: SessionDep, principal: Writer
 ) -> RuleOut:
-    await _check_definition(request, session, body)
+    await rules.check_definition(session, _renderer(request), body)
     rule, _ = await rules.create(session, body, _actor(principal))
     return await _out(session, rule)
 
@@ -177,7 +156,7 @@ async def rule_audit(rule_id: str, session: SessionDep, _: Reader) -> list[Audit
 async def update_rule(
     rule_id: str, body: RuleDefinition, request: Request, session: SessionDep, principal: Writer
 ) -> RuleOut:
-    await _check_definition(request, session, body)
+    await rules.check_definition(session, _renderer(request), body)
     rule, _ = await rules.update(session, rule_id, body, _actor(principal))
     return await _out(session, rule)
 
@@ -227,7 +206,7 @@ async def preview_rule(
     rule = await rules.get(session, rule_id)
     version = await rules.version_of(session, rule_id, rule.version)
     definition = RuleDefinition.model_validate(version.definition)
-    renderer: Renderer = request.app.state.renderer
+    renderer = _renderer(request)
     steps = []
     for path, send in send_steps(definition.steps):
         context: dict[str, Any] = {
@@ -291,111 +270,12 @@ async def start_test_run(
     temporal: TemporalDep,
     _: Writer,
 ) -> TestOut:
-    rule = await rules.get(session, rule_id)
-    if rule.status == "archived":
-        raise Conflict("an archived rule cannot be tested")
-    if await session.get(Customer, body.customer_id) is None:
-        raise NotFound(f"no customer {body.customer_id!r}: send an event for them first")
-    if rule.trigger_event != "cart.abandoned":
-        return await _start_lifecycle_test(rule, body, settings, temporal)
-    definition = RuleDefinition.model_validate(
-        (await rules.version_of(session, rule_id, rule.version)).definition
-    )
-    cart_id = f"test-{uuid.uuid4().hex[:10]}"
-    sample = SAMPLES["cart"]
-    now = datetime.now(UTC)
-    snapshot = CartSnapshot(
-        currency=sample["currency"],
-        items=[
-            CartItem(
-                sku=i["sku"],
-                name=i["name"],
-                quantity=i["quantity"],
-                unit_price=Decimal(i["unit_price"]),
-            )
-            for i in sample["items"]
-        ],
-        total=Decimal(sample["total"]),
-        checkout_url=sample["checkout_url"],
-        as_of=now,
-    )
-    start = StartCartInput(
-        cart_id=cart_id,
+    run = await test_runs.start(
+        session,
+        temporal,
+        settings,
+        rule_id=rule_id,
         customer_id=body.customer_id,
-        idle_after=definition.trigger.idle_after,
-        expire_after=settings.cart_expire_after,
-        test_rule=rule_id,
-        time_scale=body.speed,
+        speed=body.speed,
     )
-    signal = CartEvent(
-        event_id=f"test-{cart_id}",
-        type="cart.updated",
-        occurred_at=now,
-        customer_id=body.customer_id,
-        snapshot=snapshot,
-    )
-    workflow_id = f"cart/{cart_id}"
-    try:
-        await temporal.start_workflow(
-            "CartWorkflow",
-            start,
-            id=workflow_id,
-            task_queue=settings.temporal_task_queue,
-            start_signal="event",
-            start_signal_args=[signal],
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.CUSTOMER_ID, body.customer_id),
-                    SearchAttributePair(sa.CART_ID, cart_id),
-                ]
-            ),
-            static_summary=f"Test run of rule {rule_id} for customer {body.customer_id}",
-            rpc_timeout=timedelta(seconds=5),
-        )
-    except RPCError as exc:
-        raise ServiceUnavailable(f"Temporal did not start the test run: {exc.message}") from exc
-    return TestOut(workflow_id=workflow_id, cart_id=cart_id)
-
-
-def _sample_trigger_context(trigger: str) -> tuple[dict[str, Any], str | None]:
-    """What a journey of this trigger is started with, from the preview samples."""
-    if trigger in ("order.placed", "order.delivered"):
-        return {"order": SAMPLES["order"]}, None
-    if trigger in ("product.back_in_stock", "product.price_dropped", "back_in_stock.subscribed"):
-        return {"product": SAMPLES["product"]}, None
-    if trigger == "replenishment_due":
-        return {"product": SAMPLES["product"]}, SAMPLES["product"]["sku"]
-    return {}, None
-
-
-async def _start_lifecycle_test(rule: Rule, body: TestIn, settings: Any, temporal: Any) -> TestOut:
-    context, sku = _sample_trigger_context(rule.trigger_event)
-    journey = LifecycleInput(
-        rule_id=rule.id,
-        customer_id=body.customer_id,
-        key=f"test-{uuid.uuid4().hex[:10]}",
-        trigger=rule.trigger_event,
-        context=context,
-        triggered_at=datetime.now(UTC),
-        sku=sku,
-        time_scale=body.speed,
-        test=True,
-    )
-    try:
-        await temporal.start_workflow(
-            LIFECYCLE_WORKFLOW,
-            journey,
-            id=journey.workflow_id,
-            task_queue=settings.temporal_task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.CUSTOMER_ID, body.customer_id),
-                    SearchAttributePair(sa.RULE_ID, rule.id),
-                ]
-            ),
-            static_summary=f"Test run of rule {rule.id} for customer {body.customer_id}",
-            rpc_timeout=timedelta(seconds=5),
-        )
-    except RPCError as exc:
-        raise ServiceUnavailable(f"Temporal did not start the test run: {exc.message}") from exc
-    return TestOut(workflow_id=journey.workflow_id)
+    return TestOut(workflow_id=run.workflow_id, cart_id=run.cart_id)

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import search_attributes as sa
 from contracts.conditions import evaluate
-from contracts.errors import Conflict, NotFound
+from contracts.errors import Conflict, NotFound, Unprocessable
 from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
-from contracts.rules import RuleDefinition, send_steps
+from contracts.rules import RuleDefinition, durations_too_long, send_steps
 from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
 from services.delivery import outbox
 from services.journeys.defaults import (
@@ -71,6 +71,21 @@ def _path_loc(path: str) -> list[Any]:
     for part in path.split("."):
         loc.append(int(part) if part.isdigit() else part)
     return loc
+
+
+async def check_definition(
+    session: AsyncSession, renderer: Renderer, definition: RuleDefinition
+) -> None:
+    """Refuse (422) a definition whose waits run past the calendar or whose send steps name
+    templates that do not exist: things pydantic cannot see from the body alone."""
+    too_long = durations_too_long(definition)
+    if too_long:
+        where = ".".join(str(p) for p in too_long[0]["loc"])
+        raise Unprocessable(f"{where}: {too_long[0]['msg']}", fields=too_long)
+    problems = await template_problems(session, renderer, definition)
+    if problems:
+        where = ".".join(str(p) for p in problems[0]["loc"][1:])
+        raise Unprocessable(f"{where}: {problems[0]['msg']}", fields=problems)
 
 
 async def _audit(
@@ -184,6 +199,16 @@ async def audit_trail(session: AsyncSession, rule_id: str) -> list[RuleAudit]:
 
 async def list_rules(session: AsyncSession) -> list[Rule]:
     return list(await session.scalars(select(Rule).order_by(Rule.created_at, Rule.id)))
+
+
+async def version_numbers(session: AsyncSession, rule_id: str) -> list[int]:
+    return list(
+        await session.scalars(
+            select(RuleVersion.version)
+            .where(RuleVersion.rule_id == rule_id)
+            .order_by(RuleVersion.version)
+        )
+    )
 
 
 async def end_running_journeys(session: AsyncSession, rule_id: str) -> None:
