@@ -8,7 +8,7 @@ from temporalio import activity
 
 from contracts.carts import PREPARE_CART, PrepareCartInput, PrepareCartResult
 from db.models import Event
-from services.journeys import rules
+from services.journeys import admission
 
 
 class CartActivities:
@@ -20,7 +20,7 @@ class CartActivities:
         """What a new cart run needs to know: whether the cart already became an order
         (at or after ``placed_since``), and when the rules call a cart abandoned."""
         async with self._sessionmaker() as session:
-            after = await rules.abandon_after(session, input.test_rule)
+            after = await admission.abandon_after(session, input.test_rule)
             row = (
                 await session.execute(
                     select(Event.order_id, Event.occurred_at)

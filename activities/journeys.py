@@ -31,7 +31,7 @@ from contracts.journeys import (
     RevokeCouponInput,
 )
 from services.customers import profiles
-from services.journeys import attribution, coupons, rules
+from services.journeys import admission, attribution, coupons
 
 
 class JourneyActivities:
@@ -43,7 +43,7 @@ class JourneyActivities:
     async def enter_journey(self, input: EnterJourneyInput) -> EnterJourneyResult:
         async with self._sessionmaker() as session, session.begin():
             customer = await profiles.customer_context(session, input.customer_id)
-            entry = await rules.enter(
+            entry = await admission.enter(
                 session,
                 trigger=input.trigger,
                 customer_id=input.customer_id,
@@ -115,7 +115,7 @@ class JourneyActivities:
     @activity.defn(name=EXIT_JOURNEY)
     async def exit_journey(self, input: ExitJourneyInput) -> None:
         async with self._sessionmaker() as session, session.begin():
-            await rules.record_exit(
+            await admission.record_exit(
                 session, input.workflow_id, input.rule_id, input.reason, server_now()
             )
 

@@ -12,7 +12,7 @@ from activities.clock import server_now
 from contracts.journeys import PinnedRule
 from contracts.lifecycle import ENTER_LIFECYCLE, EnterLifecycleInput, EnterLifecycleResult
 from services.customers import profiles
-from services.journeys import rules
+from services.journeys import admission
 
 
 class LifecycleActivities:
@@ -23,7 +23,7 @@ class LifecycleActivities:
     async def enter_lifecycle(self, input: EnterLifecycleInput) -> EnterLifecycleResult:
         async with self._sessionmaker() as session, session.begin():
             customer = await profiles.customer_context(session, input.customer_id)
-            entry = await rules.enter_rule(
+            entry = await admission.enter_rule(
                 session,
                 rule_id=input.rule_id,
                 customer_id=input.customer_id,
@@ -38,7 +38,7 @@ class LifecycleActivities:
                 now=server_now(),
                 test=input.test,
             )
-        if isinstance(entry, rules.Refusal):
+        if isinstance(entry, admission.Refusal):
             return EnterLifecycleResult(refused=entry.reason)
         return EnterLifecycleResult(
             rule=PinnedRule(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require
-from api.errors import NotFound, documented
+from api.errors import documented
 from services.journeys import rules
 from services.journeys.analytics import rule_analytics
 from services.platform.api_keys import Principal
@@ -81,8 +81,5 @@ class RuleAnalytics(BaseModel):
     responses=documented(401, 403, 404),
 )
 async def get_rule_analytics(rule_id: str, session: SessionDep, _: Reader) -> RuleAnalytics:
-    try:
-        await rules.get(session, rule_id)
-    except rules.RuleError as exc:
-        raise NotFound(exc.message) from exc
+    await rules.get(session, rule_id)
     return RuleAnalytics.model_validate(await rule_analytics(session, rule_id))

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require
-from api.errors import NotFound, documented
+from api.errors import documented
+from contracts.errors import NotFound
 from db.models import ApiKey
 from services.platform import api_keys, audit
 from services.platform.api_keys import Principal, Scope

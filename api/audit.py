@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require
-from api.errors import BadRequest, documented
+from api.errors import documented
 from services.platform import audit
 from services.platform.api_keys import Principal
 
@@ -48,12 +48,9 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
-    try:
-        found = await audit.page(
-            session, entity=entity, entity_id=entity_id, limit=limit, cursor=cursor
-        )
-    except ValueError as exc:
-        raise BadRequest(f"cursor: {exc}") from exc
+    found = await audit.page(
+        session, entity=entity, entity_id=entity_id, limit=limit, cursor=cursor
+    )
     return AuditPage(
         entries=[AuditEntryOut.model_validate(e, from_attributes=True) for e in found.entries],
         next_cursor=found.next_cursor,

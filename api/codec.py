@@ -22,8 +22,9 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from api.deps import SessionDep, SettingsDep, require
-from api.errors import BadRequest, Forbidden, NotFound, SutraError, Unauthorized, documented
+from api.errors import documented
 from config.settings import Settings
+from contracts.errors import BadRequest, Forbidden, NotFound, SutraError, Unauthorized
 from services.platform.api_keys import Principal, authenticate
 from services.platform.payload_codec import EncryptionCodec, PayloadKeyError
 
@@ -35,7 +36,7 @@ _MAX_AGE = "600"
 
 
 class UndecryptablePayload(SutraError):
-    status_code, error = 422, "undecryptable_payload"
+    status, code = 422, "undecryptable_payload"
 
 
 def allowed_origins(settings: Settings) -> frozenset[str]:

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require_any
-from api.errors import Conflict, NotFound, Unprocessable, documented
+from api.errors import documented
+from contracts.errors import NotFound
 from db.models import Coupon
 from services.journeys import coupons
 from services.platform.api_keys import Principal
@@ -78,20 +79,11 @@ async def redeem_coupon(
     code: str, session: SessionDep, _: Backend, body: RedeemIn | None = None
 ) -> CouponOut:
     body = body or RedeemIn()
-    try:
-        coupon = await coupons.redeem(
-            session,
-            code,
-            order_id=body.order_id,
-            customer_id=body.customer_id,
-            now=datetime.now(UTC),
-        )
-    except coupons.CouponError as exc:
-        if exc.code == 404:
-            raise NotFound(exc.message) from exc
-        if exc.status == "wrong_customer":
-            raise Unprocessable(
-                exc.message, fields=[{"loc": ["body", "customer_id"], "msg": exc.message}]
-            ) from exc
-        raise Conflict(exc.message, coupon_status=exc.status) from exc
+    coupon = await coupons.redeem(
+        session,
+        code,
+        order_id=body.order_id,
+        customer_id=body.customer_id,
+        now=datetime.now(UTC),
+    )
     return CouponOut.of(coupon)

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, TemporalDep, require
-from api.errors import NotFound, ServiceUnavailable, documented
+from api.errors import documented
 from contracts import search_attributes as sa
+from contracts.errors import NotFound, ServiceUnavailable
 from db.models import ConsentChange, Customer, JourneyEntry
 from services.customers.profiles import customer_context
 from services.platform.api_keys import Principal

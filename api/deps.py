@@ -10,8 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from api.errors import Forbidden, Unauthorized
 from config.settings import Settings
+from contracts.errors import Forbidden, Unauthorized
 from services.platform.api_keys import Principal, Scope, authenticate
 
 

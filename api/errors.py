@@ -1,4 +1,7 @@
-"""One error model: every 4xx/5xx body is ``{"error", "detail"}`` (+ ``fields`` for validation)."""
+"""How errors reach clients: every 4xx/5xx body is ``{"error", "detail"}`` (+ ``fields`` for
+validation). The errors themselves (``SutraError`` and its kinds) live in contracts/errors.py,
+below the API, so services raise them directly; this module only renders them and the
+framework's own (validation, routing, database) errors in the same shape."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.errors import SutraError
 from contracts.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -29,53 +33,6 @@ class ErrorBody(BaseModel):
     error: str
     detail: str
     fields: list[FieldError] | None = None
-
-
-class SutraError(Exception):
-    status_code = 500
-    error = "internal_error"
-
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any):
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers
-        self.extra = extra
-
-
-class BadRequest(SutraError):
-    status_code, error = 400, "bad_request"
-
-
-class MalformedJson(SutraError):
-    status_code, error = 400, "malformed_json"
-
-
-class Unauthorized(SutraError):
-    status_code, error = 401, "unauthorized"
-
-
-class Forbidden(SutraError):
-    status_code, error = 403, "forbidden"
-
-
-class NotFound(SutraError):
-    status_code, error = 404, "not_found"
-
-
-class Conflict(SutraError):
-    status_code, error = 409, "conflict"
-
-
-class PayloadTooLarge(SutraError):
-    status_code, error = 413, "payload_too_large"
-
-
-class Unprocessable(SutraError):
-    status_code, error = 422, "validation_error"
-
-
-class ServiceUnavailable(SutraError):
-    status_code, error = 503, "service_unavailable"
 
 
 def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -140,7 +97,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(SutraError)
     async def _sutra(_: Request, exc: SutraError) -> JSONResponse:
         return error_response(
-            exc.status_code, exc.error, exc.detail, headers=exc.headers, **exc.extra
+            exc.status, exc.code, exc.detail, fields=exc.fields, headers=exc.headers, **exc.extra
         )
 
     @app.exception_handler(RequestValidationError)

@@ -15,17 +15,10 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep, require
-from api.errors import (
-    ErrorBody,
-    MalformedJson,
-    NotFound,
-    Unprocessable,
-    documented,
-    field_errors,
-    summarize,
-)
+from api.errors import ErrorBody, documented, field_errors, summarize
 from api.openapi import EVENT_SCHEMA_REF
 from config.settings import Settings
+from contracts.errors import MalformedJson, NotFound, Unprocessable
 from contracts.events import EVENT_ADAPTER, EVENT_TYPES
 from db.models import Event as EventRow
 from db.models import EventRoute
@@ -209,14 +202,14 @@ async def post_batch(
         except Unprocessable as exc:
             given_id = item.get("id") if isinstance(item, dict) else None
             fields = [
-                {"loc": ["events", index, *f["loc"]], "msg": f["msg"]} for f in exc.extra["fields"]
+                {"loc": ["events", index, *f["loc"]], "msg": f["msg"]} for f in exc.fields or ()
             ]
             results.append(
                 BatchItemResult(
                     index=index,
                     id=given_id if isinstance(given_id, str) else None,
                     status="rejected",
-                    error=ErrorBody(error=exc.error, detail=exc.detail, fields=fields),
+                    error=ErrorBody(error=exc.code, detail=exc.detail, fields=fields),
                 )
             )
             _count_rejected(item)

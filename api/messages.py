@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, tuple_
 
 from api.deps import SessionDep, require
-from api.errors import Unprocessable, documented
+from api.errors import documented
+from contracts.errors import Unprocessable
 from db.models import Message
 from services.platform.api_keys import Principal
 

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from api.deps import SettingsDep, TemporalDep, require
-from api.errors import ServiceUnavailable, documented
+from api.errors import documented
 from config.settings import Settings
+from contracts.errors import ServiceUnavailable
 from services.platform import stranded
 from services.platform.api_keys import Principal
 from services.platform.temporal import task_queues

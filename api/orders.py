@@ -19,10 +19,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
-from api.errors import Conflict, NotFound, ServiceUnavailable, documented
+from api.errors import documented
 from api.workflow_state import query_state
 from config.settings import Settings
 from contracts import workflow_ids
+from contracts.errors import Conflict, NotFound, ServiceUnavailable
 from contracts.events import EVENT_ADAPTER
 from contracts.orders import (
     INVALID_TRANSITION,

@@ -24,9 +24,10 @@ from fastapi.responses import HTMLResponse
 from razorpay.errors import SignatureVerificationError
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import BadRequest, NotFound, Unauthorized, documented
+from api.errors import documented
 from api.webhooks import signed_request
 from config.settings import Settings
+from contracts.errors import BadRequest, NotFound, Unauthorized
 from contracts.fields import unix_instant
 from contracts.payment_policy import from_minor, quantize
 from db.models import PaymentLink

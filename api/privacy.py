@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
-from api.errors import NotFound, ServiceUnavailable, documented
+from api.errors import documented
+from contracts.errors import NotFound, ServiceUnavailable
 from services.customers import privacy
 from services.platform import audit
 from services.platform.api_keys import Principal

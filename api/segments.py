@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import SessionDep, require
-from api.errors import NotFound, Unprocessable, documented
+from api.errors import documented
 from contracts.conditions import Condition
+from contracts.errors import NotFound
 from db.models import Segment
 from services.customers import segments
 from services.platform.api_keys import Principal
@@ -133,12 +134,7 @@ async def segment_customers(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> MembersOut:
     row = await _get(session, segment_id)
-    try:
-        found, next_cursor = await segments.members(
-            session, row, limit=limit, cursor=cursor, now=datetime.now(UTC)
-        )
-    except segments.CursorError as exc:
-        raise Unprocessable(
-            f"cursor: {exc}", fields=[{"loc": ["query", "cursor"], "msg": str(exc)}]
-        ) from exc
+    found, next_cursor = await segments.members(
+        session, row, limit=limit, cursor=cursor, now=datetime.now(UTC)
+    )
     return MembersOut(customers=found, next_cursor=next_cursor)

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import SessionDep, require
-from api.errors import NotFound, Unprocessable, documented
+from api.errors import documented
+from contracts.errors import NotFound, Unprocessable
 from contracts.fields import LocaleTag
 from contracts.messages import CHANNELS, Channel, Kind
 from db.models import TemplateOverride

@@ -19,8 +19,9 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import BadRequest, Unauthorized, documented
+from api.errors import documented
 from config.settings import Settings
+from contracts.errors import BadRequest, Unauthorized
 from services.messaging import provider_events
 from services.platform import metrics
 

@@ -8,7 +8,7 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import NotFound, ServiceUnavailable
+from contracts.errors import NotFound, ServiceUnavailable
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.conditions import All, Compare, Condition, evaluate, fields_of
+from contracts.errors import Unprocessable
 from db.models import Customer, CustomerStats, Segment
 from services.customers.attributes import attributes, preferred_channels
 
@@ -40,8 +41,12 @@ MEMBER_FIELDS = (
 )
 
 
-class CursorError(ValueError):
-    pass
+class CursorError(Unprocessable):
+    """A members cursor this API did not hand out."""
+
+    def __init__(self) -> None:
+        msg = "cursor is not one this API returned"
+        super().__init__(f"cursor: {msg}", fields=[{"loc": ["query", "cursor"], "msg": msg}])
 
 
 def new_segment_id() -> str:
@@ -121,9 +126,9 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         after = json.loads(raw)["after"]
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise CursorError("cursor is not one this API returned") from exc
+        raise CursorError() from exc
     if not isinstance(after, str):
-        raise CursorError("cursor is not one this API returned")
+        raise CursorError()
     return after
 
 

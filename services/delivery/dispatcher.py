@@ -35,7 +35,7 @@ from config.settings import Settings
 from db.engine import connect
 from db.models import EventRoute, RouteHold
 from services.delivery.ended_workflows import JUDGED, Outcome, deliver_to_ended
-from services.intake.service import ROUTES_CHANNEL
+from services.delivery.outbox import ROUTES_CHANNEL
 from services.platform import metrics
 from services.platform.temporal import task_queue_for
 

@@ -11,25 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
 from contracts.events import event_cart_id, event_order_id
 from db.models import Event as EventRow
-from db.models import EventRoute
 from services.customers import facts, profiles
+from services.delivery import outbox
 from services.intake.lifecycle_routes import lifecycle_routes
 from services.intake.routing import routes_for
 
 Status = Literal["accepted", "duplicate"]
-ROUTES_CHANNEL = "sutra_routes"
 
 
 def _canonical(payload: dict[str, Any]) -> str:
@@ -134,22 +132,17 @@ async def ingest(
     await profiles.upsert_from_events(session, accepted)
     await facts.record(session, accepted)
     placed_before = await _placed_before(session, accepted)
-    route_rows = [
-        {"event_id": event.id, **asdict(route)}
+    deliveries = [
+        (event.id, route)
         for event in accepted
         for route in routes_for(event, settings, placed_before, received_at=received)
     ]
     # A late event is history (a backfill, a replayed queue): it informs journeys already
     # running but starts none, so a welcome or a review request never goes out weeks late.
     fresh = [e for e in accepted if received - e.occurred_at <= settings.event_late_after]
-    route_rows += [
-        {"event_id": event_id, **asdict(route)}
-        for event_id, route in await lifecycle_routes(session, accepted, starting=fresh)
-    ]
-    if route_rows:
-        await session.execute(insert(EventRoute), route_rows)
-        # Delivered to listeners only when this transaction commits.
-        await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))
+    deliveries += await lifecycle_routes(session, accepted, starting=fresh)
+    if await outbox.add_deliveries(session, deliveries):
+        await outbox.notify(session)
     return statuses
 
 

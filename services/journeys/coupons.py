@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
+from contracts.errors import Conflict, NotFound, SutraError, Unprocessable
 from db.models import Coupon
 from services.platform.outbound import post_signed
 
@@ -35,12 +36,8 @@ def state(coupon: Coupon, now: datetime) -> str:
     return coupon.status
 
 
-class CouponError(Exception):
-    def __init__(self, message: str, *, status: str | None = None, code: int = 409):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
+class CouponError(SutraError):
+    """The shop's coupon endpoint cannot mint a code: an activity's failure, retried."""
 
 
 async def issue(
@@ -117,12 +114,13 @@ async def redeem(
 ) -> Coupon:
     coupon = await session.get(Coupon, code, with_for_update=True)
     if coupon is None:
-        raise CouponError(f"no coupon {code!r}", code=404)
+        raise NotFound(f"no coupon {code!r}")
     current = state(coupon, now)
     if current != "active":
-        raise CouponError(f"coupon {code} is {current}", status=current)
+        raise Conflict(f"coupon {code} is {current}", coupon_status=current)
     if customer_id is not None and customer_id != coupon.customer_id:
-        raise CouponError(f"coupon {code} belongs to another customer", status="wrong_customer")
+        msg = f"coupon {code} belongs to another customer"
+        raise Unprocessable(msg, fields=[{"loc": ["body", "customer_id"], "msg": msg}])
     coupon.status, coupon.redeemed_at, coupon.redeemed_order_id = "redeemed", now, order_id
     return coupon
 
@@ -131,8 +129,7 @@ async def mint_at_shop(settings: Settings, payload: dict[str, Any]) -> str:
     """Ask the shop's coupon endpoint for a code (HMAC-signed request)."""
     if not settings.coupon_webhook_url or settings.coupon_webhook_secret is None:
         raise CouponError(
-            "rule asks the shop for coupons but SUTRA_COUPON_WEBHOOK_URL/SECRET are not set",
-            code=500,
+            "rule asks the shop for coupons but SUTRA_COUPON_WEBHOOK_URL/SECRET are not set"
         )
     response = await post_signed(
         settings,
@@ -144,5 +141,5 @@ async def mint_at_shop(settings: Settings, payload: dict[str, Any]) -> str:
     response.raise_for_status()
     code = response.json().get("code")
     if not isinstance(code, str) or not 1 <= len(code) <= 64:
-        raise CouponError("the shop's coupon endpoint answered without a usable code", code=502)
+        raise CouponError("the shop's coupon endpoint answered without a usable code")
     return code

@@ -1,7 +1,7 @@
-"""Rules: versions, status, audit trail, and which rule a journey enters.
+"""Rules: create, version, activate, pause, archive, and the audit trail of every change.
 
-Every edit is a new version; a journey pins the version it entered with, so editing a rule
-never changes a running journey's steps.
+Every edit is a new version; a journey pins the version it entered with
+(services/journeys/admission.py), so editing a rule never changes a running journey's steps.
 """
 
 from __future__ import annotations
@@ -9,16 +9,18 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.conditions import evaluate
-from contracts.rules import RuleDefinition, send_steps
-from db.models import JourneyEntry, Rule, RuleAudit, RuleVersion, TemplateOverride
+from contracts import search_attributes as sa
+from contracts.errors import Conflict, NotFound, Unprocessable
+from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
+from contracts.rules import RuleDefinition, durations_too_long, send_steps
+from db.models import Rule, RuleAudit, RuleVersion, TemplateOverride
+from services.delivery import outbox
 from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART,
     DEFAULT_ABANDONED_CART_SLUG,
@@ -33,14 +35,6 @@ TRANSITIONS: dict[str, set[str]] = {
     "paused": {"active", "archived"},
     "archived": set(),
 }
-
-
-class RuleError(Exception):
-    def __init__(self, message: str, *, status: int = 409, loc: list[Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.loc = loc
 
 
 @dataclass(frozen=True)
@@ -75,6 +69,21 @@ def _path_loc(path: str) -> list[Any]:
     for part in path.split("."):
         loc.append(int(part) if part.isdigit() else part)
     return loc
+
+
+async def check_definition(
+    session: AsyncSession, renderer: Renderer, definition: RuleDefinition
+) -> None:
+    """Refuse (422) a definition whose waits run past the calendar or whose send steps name
+    templates that do not exist: things pydantic cannot see from the body alone."""
+    too_long = durations_too_long(definition)
+    if too_long:
+        where = ".".join(str(p) for p in too_long[0]["loc"])
+        raise Unprocessable(f"{where}: {too_long[0]['msg']}", fields=too_long)
+    problems = await template_problems(session, renderer, definition)
+    if problems:
+        where = ".".join(str(p) for p in problems[0]["loc"][1:])
+        raise Unprocessable(f"{where}: {problems[0]['msg']}", fields=problems)
 
 
 async def _audit(
@@ -129,14 +138,14 @@ async def create(
 async def get(session: AsyncSession, rule_id: str, *, lock: bool = False) -> Rule:
     rule = await session.get(Rule, rule_id, with_for_update=lock)
     if rule is None:
-        raise RuleError(f"no rule {rule_id!r}", status=404)
+        raise NotFound(f"no rule {rule_id!r}")
     return rule
 
 
 async def version_of(session: AsyncSession, rule_id: str, version: int) -> RuleVersion:
     row = await session.get(RuleVersion, (rule_id, version))
     if row is None:
-        raise RuleError(f"rule {rule_id!r} has no version {version}", status=404)
+        raise NotFound(f"rule {rule_id!r} has no version {version}")
     return row
 
 
@@ -145,7 +154,7 @@ async def update(
 ) -> tuple[Rule, RuleVersion]:
     rule = await get(session, rule_id, lock=True)
     if rule.status == "archived":
-        raise RuleError("an archived rule cannot be changed; create a new one")
+        raise Conflict("an archived rule cannot be changed; create a new one")
     rule.version += 1
     rule.name = definition.name
     rule.trigger_event = definition.trigger.event
@@ -170,7 +179,7 @@ async def transition(
     if to == rule.status:
         return rule  # activating an active rule is a retry, not an error
     if to not in TRANSITIONS[rule.status]:
-        raise RuleError(f"a {rule.status} rule cannot become {to}", loc=["status"])
+        raise Conflict(f"a {rule.status} rule cannot become {to}")
     rule.status = to
     await _audit(session, rule, to, actor, **details)
     await session.flush()
@@ -190,99 +199,28 @@ async def list_rules(session: AsyncSession) -> list[Rule]:
     return list(await session.scalars(select(Rule).order_by(Rule.created_at, Rule.id)))
 
 
-@dataclass(frozen=True)
-class Entry:
-    rule_id: str
-    version: int
-    definition: dict[str, Any]
-
-
-async def enter(
-    session: AsyncSession,
-    *,
-    trigger: str,
-    customer_id: str,
-    workflow_id: str,
-    cart_id: str | None,
-    context: dict[str, Any],
-    now: datetime,
-    only_rule: str | None = None,
-    test: bool = False,
-) -> Entry | None:
-    """The active rule this journey enters, by priority, whose conditions and re-entry
-    policy admit the customer; recorded once per journey (a retry finds the same)."""
-    existing = await session.scalar(
-        select(JourneyEntry).where(JourneyEntry.workflow_id == workflow_id).limit(1)
-    )
-    if existing is not None:
-        version = await version_of(session, existing.rule_id, existing.rule_version)
-        return Entry(existing.rule_id, existing.rule_version, version.definition)
-    query = (
-        select(Rule, RuleVersion)
-        .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
-        .where(Rule.trigger_event == trigger)
-        .order_by(Rule.priority, Rule.created_at, Rule.id)
-    )
-    if only_rule is not None:
-        query = query.where(Rule.id == only_rule)  # a test run: any status but archived
-    else:
-        query = query.where(Rule.status == "active")
-    for rule, version in (await session.execute(query)).all():
-        if rule.status == "archived":
-            continue
-        definition = RuleDefinition.model_validate(version.definition)
-        if not evaluate(definition.conditions, context):
-            continue
-        if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
-            continue
-        session.add(
-            JourneyEntry(
-                rule_id=rule.id,
-                rule_version=version.version,
-                customer_id=customer_id,
-                workflow_id=workflow_id,
-                cart_id=cart_id,
-                test=test,
-            )
-        )
-        await session.flush()
-        return Entry(rule.id, version.version, version.definition)
-    return None
-
-
-async def _reentry_allows(
-    session: AsyncSession, rule_id: str, customer_id: str, definition: RuleDefinition, now: datetime
-) -> bool:
-    policy = definition.reentry
-    if policy.policy == "every_time":
-        return True
-    since = datetime.min.replace(tzinfo=UTC)
-    if policy.policy == "once_per":
-        assert policy.period is not None
-        since = now - policy.period
-    previous = await session.scalar(
-        select(func.count())
-        .select_from(JourneyEntry)
-        .where(
-            JourneyEntry.rule_id == rule_id,
-            JourneyEntry.customer_id == customer_id,
-            JourneyEntry.test.is_(False),
-            JourneyEntry.entered_at > since,
+async def version_numbers(session: AsyncSession, rule_id: str) -> list[int]:
+    return list(
+        await session.scalars(
+            select(RuleVersion.version)
+            .where(RuleVersion.rule_id == rule_id)
+            .order_by(RuleVersion.version)
         )
     )
-    return not previous
 
 
-async def record_exit(
-    session: AsyncSession, workflow_id: str, rule_id: str, reason: str, now: datetime
-) -> None:
-    entry = await session.scalar(
-        select(JourneyEntry)
-        .where(JourneyEntry.workflow_id == workflow_id, JourneyEntry.rule_id == rule_id)
-        .with_for_update()
+async def end_running_journeys(session: AsyncSession, rule_id: str) -> None:
+    """Tell every running journey of the rule to stop, through the dispatcher's outbox."""
+    outbox.add_signal(
+        session,
+        origin="rule",
+        workflow_id=f"rule:{rule_id}",
+        signal_name=RULE_PAUSED_SIGNAL,
+        payload=RulePaused(rule_id=rule_id).model_dump(mode="json"),
+        target_query=sa.equals(sa.RULE_ID, rule_id),
     )
-    if entry is not None and entry.exited_at is None:
-        entry.exited_at, entry.exit_reason = now, reason
+    await session.flush()
+    await outbox.notify(session)
 
 
 async def ensure_default_rules(session: AsyncSession) -> Rule | None:
@@ -324,81 +262,3 @@ async def ensure_default_rules(session: AsyncSession) -> Rule | None:
                 .execution_options(synchronize_session=False)
             )
     return abandoned_cart
-
-
-async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> timedelta | None:
-    """The shortest ``trigger.after`` among active cart.abandoned rules (or the rule under
-    test): how long a cart must be idle before any journey could start."""
-    query = (
-        select(RuleVersion.definition)
-        .join(Rule, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
-        .where(Rule.trigger_event == "cart.abandoned")
-    )
-    query = query.where(Rule.id == only_rule) if only_rule else query.where(Rule.status == "active")
-    afters = [
-        RuleDefinition.model_validate(definition).trigger.idle_after
-        for definition in await session.scalars(query)
-    ]
-    return min(afters) if afters else None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    reason: str
-
-
-async def enter_rule(
-    session: AsyncSession,
-    *,
-    rule_id: str,
-    customer_id: str,
-    workflow_id: str,
-    run_id: str,
-    context: dict[str, Any],
-    triggered_at: datetime,
-    now: datetime,
-    test: bool = False,
-) -> Entry | Refusal:
-    """A lifecycle journey entering its own rule: admitted when the rule is active, its
-    conditions hold, its re-entry policy allows and the customer has not already done
-    what the journey would end on. Recorded once per run (a retry finds the same)."""
-    existing = await session.scalar(
-        select(JourneyEntry).where(
-            JourneyEntry.rule_id == rule_id,
-            JourneyEntry.workflow_id == workflow_id,
-            JourneyEntry.run_id == run_id,
-        )
-    )
-    if existing is not None:
-        version = await version_of(session, existing.rule_id, existing.rule_version)
-        return Entry(existing.rule_id, existing.rule_version, version.definition)
-    rule = await session.get(Rule, rule_id)
-    admitted = ("draft", "active", "paused") if test else ("active",)
-    if rule is None or rule.status not in admitted:
-        return Refusal("rule_not_active")
-    version = await version_of(session, rule.id, rule.version)
-    definition = RuleDefinition.model_validate(version.definition)
-    if not evaluate(definition.conditions, context):
-        return Refusal("conditions")
-    if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
-        return Refusal("reentry")
-    if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
-        return Refusal("ordered")
-    session.add(
-        JourneyEntry(
-            rule_id=rule.id,
-            rule_version=version.version,
-            customer_id=customer_id,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            test=test,
-        )
-    )
-    await session.flush()
-    return Entry(rule.id, version.version, version.definition)
-
-
-def ordered_since(context: dict[str, Any], since: datetime) -> bool:
-    """Whether the customer in ``context`` placed an order after ``since``."""
-    last = (context.get("customer") or {}).get("last_order_at")
-    return bool(last) and datetime.fromisoformat(str(last)) > since

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,8 +22,8 @@ from contracts.messages import (
     InboundMessageSignal,
     MessageStatusUpdate,
 )
-from db.models import EventRoute, InboundMessage, Message, MessageEvent, Suppression
-from services.intake.service import ROUTES_CHANNEL
+from db.models import InboundMessage, Message, MessageEvent, Suppression
+from services.delivery import outbox
 from services.messaging import suppressions
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,13 @@ def _advance(row: Message, status: str, at: datetime) -> bool:
     }[status]
     if getattr(row, stamp) is None:
         setattr(row, stamp, at)
-    if status == "sent" and row.sent_at is None:
-        row.sent_at = at
     return True
 
 
-def _tell_workflow(session: AsyncSession, row: Message, status: str) -> None:
+def _tell_workflow(session: AsyncSession, row: Message, status: str) -> bool:
+    """Route the status to the row's workflow when it can change its course; whether it did."""
     if not row.workflow_id or status not in _SIGNALLED or row.channel is None:
-        return
+        return False
     update = MessageStatusUpdate(
         message_id=row.id,
         key=row.key,
@@ -121,21 +120,14 @@ def _tell_workflow(session: AsyncSession, row: Message, status: str) -> None:
         status=status,
         error_code=row.error_code,
     )
-    session.add(
-        EventRoute(
-            event_id=None,
-            origin="provider",
-            workflow_id=row.workflow_id,
-            workflow_type="",
-            kind="signal",
-            signal_name=MESSAGE_STATUS_SIGNAL,
-            signal_payload=update.model_dump(mode="json"),
-        )
+    outbox.add_signal(
+        session,
+        origin="provider",
+        workflow_id=row.workflow_id,
+        signal_name=MESSAGE_STATUS_SIGNAL,
+        payload=update.model_dump(mode="json"),
     )
-
-
-async def _notify(session: AsyncSession) -> None:
-    await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))
+    return True
 
 
 # SendGrid event -> ledger status.
@@ -187,13 +179,12 @@ async def apply_sendgrid_events(session: AsyncSession, events: list[dict[str, An
                 row.error_message = str(event.get("reason") or "")[:1000]
             if row.provider_message_id is None and event.get("sg_message_id"):
                 row.provider_message_id = str(event["sg_message_id"]).split(".")[0]
-            if _advance(row, status, at):
-                _tell_workflow(session, row, status)
-                routed = routed or (status in _SIGNALLED and bool(row.workflow_id))
+            if _advance(row, status, at) and _tell_workflow(session, row, status):
+                routed = True
         if email:
             await _sendgrid_suppression(session, kind, event, email, row)
     if routed:
-        await _notify(session)
+        await outbox.notify(session)
     return applied
 
 
@@ -311,10 +302,8 @@ async def apply_twilio_status(
                 customer_id=row.customer_id,
                 detail=f"{error}: {row.error_message}",
             )
-    if _advance(row, status, now):
-        _tell_workflow(session, row, status)
-        if status in _SIGNALLED and row.workflow_id:
-            await _notify(session)
+    if _advance(row, status, now) and _tell_workflow(session, row, status):
+        await outbox.notify(session)
     return True
 
 
@@ -390,27 +379,22 @@ async def apply_inbound(session: AsyncSession, form: dict[str, str]) -> InboundM
     inbound = await session.get(InboundMessage, inbound_id)
     assert inbound is not None
     for customer in customers:
-        signal = InboundMessageSignal(
-            inbound_id=inbound_id,
-            customer_id=customer.id,
-            channel=channel,
-            body=body,
-            keyword=word,
-            received_at=inbound.received_at,
-        )
-        session.add(
-            EventRoute(
-                event_id=None,
-                origin="inbound",
-                # One ordering lane per customer: their replies arrive in order.
-                workflow_id=f"customer:{customer.id}",
-                workflow_type="",
-                kind="signal_query",
-                target_query=sa.equals(sa.CUSTOMER_ID, customer.id),
-                signal_name=INBOUND_SIGNAL,
-                signal_payload=signal.model_dump(mode="json"),
-            )
+        outbox.add_signal(
+            session,
+            origin="inbound",
+            # One ordering lane per customer: their replies arrive in order.
+            workflow_id=f"customer:{customer.id}",
+            signal_name=INBOUND_SIGNAL,
+            payload=InboundMessageSignal(
+                inbound_id=inbound_id,
+                customer_id=customer.id,
+                channel=channel,
+                body=body,
+                keyword=word,
+                received_at=inbound.received_at,
+            ).model_dump(mode="json"),
+            target_query=sa.equals(sa.CUSTOMER_ID, customer.id),
         )
     if customers:
-        await _notify(session)
+        await outbox.notify(session)
     return inbound

@@ -24,6 +24,7 @@ from sqlalchemy import event, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from contracts.errors import BadRequest
 from db.models import AuditEntry, RuleAudit
 
 Entity = Literal["rule", "template", "api_key", "order", "customer"]
@@ -107,13 +108,13 @@ def _encode(entry: AuditEntry) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The (at, id) a cursor points after; ValueError when it is not one of ours."""
+    """The (at, id) a cursor points after; BadRequest when it is not one of ours."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, _, entry_id = raw.partition("|")
         return datetime.fromisoformat(at), int(entry_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("not a cursor from this endpoint") from exc
+        raise BadRequest("cursor: not a cursor from this endpoint") from exc
 
 
 async def page(

@@ -1,0 +1,71 @@
+"""The outbox: the only writer of ``event_routes`` rows and of the dispatcher's wake-up call.
+
+A delivery to a workflow is a row written in the caller's transaction, beside whatever made
+it necessary (an accepted event, a provider's report, a rule paused): committed together or
+not at all, so nothing accepted is lost and nothing rolled back is delivered. The dispatcher
+(services/delivery/dispatcher.py) hands the rows to Temporal in ``seq`` order per workflow.
+Callers add their rows, then ``notify`` once; neither commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import EventRoute
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+# The dispatcher LISTENs here; a NOTIFY only saves it waiting for its next poll.
+ROUTES_CHANNEL = "sutra_routes"
+
+
+async def add_deliveries(
+    session: AsyncSession, deliveries: Sequence[tuple[str, DataclassInstance]]
+) -> bool:
+    """Store accepted events' computed deliveries (event id, and a route whose fields are
+    ``event_routes`` columns: services/intake/routing.py's ``Route``), in the order given,
+    which is the order ``seq`` numbers them. Returns whether there were any."""
+    rows = [{"event_id": event_id, **asdict(route)} for event_id, route in deliveries]
+    if rows:
+        await session.execute(insert(EventRoute), rows)
+    return bool(rows)
+
+
+def add_signal(
+    session: AsyncSession,
+    *,
+    origin: str,
+    workflow_id: str,
+    signal_name: str,
+    payload: dict[str, Any],
+    target_query: str | None = None,
+) -> None:
+    """One signal not caused by an event (``origin``: a provider report, an inbound reply, a
+    rule): to the running workflow ``workflow_id``, or with ``target_query`` to every running
+    workflow that visibility query finds, ``workflow_id`` then naming the ordering lane
+    (e.g. ``customer:c_1``). Neither starts a workflow."""
+    session.add(
+        EventRoute(
+            event_id=None,
+            origin=origin,
+            workflow_id=workflow_id,
+            workflow_type="",
+            kind="signal" if target_query is None else "signal_query",
+            signal_name=signal_name,
+            signal_payload=payload,
+            target_query=target_query,
+        )
+    )
+
+
+async def notify(session: AsyncSession) -> None:
+    """Wake the dispatcher: PostgreSQL delivers the NOTIFY to listeners only when the
+    caller's transaction commits, so it never looks before the rows are there."""
+    await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))

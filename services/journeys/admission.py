@@ -1,0 +1,193 @@
+"""Journey admission: which rule (and which version of it) a journey enters, and its exit.
+
+A journey pins the version it entered with (``journey_entries``), so editing a rule never
+changes a running journey's steps; a retried entry finds the same pin. Rules themselves
+(create, version, status, audit trail) are services/journeys/rules.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.conditions import evaluate
+from contracts.rules import RuleDefinition
+from db.models import JourneyEntry, Rule, RuleVersion
+from services.journeys.rules import version_of
+
+
+@dataclass(frozen=True)
+class Entry:
+    rule_id: str
+    version: int
+    definition: dict[str, Any]
+
+
+async def enter(
+    session: AsyncSession,
+    *,
+    trigger: str,
+    customer_id: str,
+    workflow_id: str,
+    cart_id: str | None,
+    context: dict[str, Any],
+    now: datetime,
+    only_rule: str | None = None,
+    test: bool = False,
+) -> Entry | None:
+    """The active rule this journey enters, by priority, whose conditions and re-entry
+    policy admit the customer; recorded once per journey (a retry finds the same)."""
+    existing = await session.scalar(
+        select(JourneyEntry).where(JourneyEntry.workflow_id == workflow_id).limit(1)
+    )
+    if existing is not None:
+        version = await version_of(session, existing.rule_id, existing.rule_version)
+        return Entry(existing.rule_id, existing.rule_version, version.definition)
+    query = (
+        select(Rule, RuleVersion)
+        .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
+        .where(Rule.trigger_event == trigger)
+        .order_by(Rule.priority, Rule.created_at, Rule.id)
+    )
+    if only_rule is not None:
+        query = query.where(Rule.id == only_rule)  # a test run: any status but archived
+    else:
+        query = query.where(Rule.status == "active")
+    for rule, version in (await session.execute(query)).all():
+        if rule.status == "archived":
+            continue
+        definition = RuleDefinition.model_validate(version.definition)
+        if not evaluate(definition.conditions, context):
+            continue
+        if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
+            continue
+        session.add(
+            JourneyEntry(
+                rule_id=rule.id,
+                rule_version=version.version,
+                customer_id=customer_id,
+                workflow_id=workflow_id,
+                cart_id=cart_id,
+                test=test,
+            )
+        )
+        await session.flush()
+        return Entry(rule.id, version.version, version.definition)
+    return None
+
+
+async def _reentry_allows(
+    session: AsyncSession, rule_id: str, customer_id: str, definition: RuleDefinition, now: datetime
+) -> bool:
+    policy = definition.reentry
+    if policy.policy == "every_time":
+        return True
+    since = datetime.min.replace(tzinfo=UTC)
+    if policy.policy == "once_per":
+        assert policy.period is not None
+        since = now - policy.period
+    previous = await session.scalar(
+        select(func.count())
+        .select_from(JourneyEntry)
+        .where(
+            JourneyEntry.rule_id == rule_id,
+            JourneyEntry.customer_id == customer_id,
+            JourneyEntry.test.is_(False),
+            JourneyEntry.entered_at > since,
+        )
+    )
+    return not previous
+
+
+async def record_exit(
+    session: AsyncSession, workflow_id: str, rule_id: str, reason: str, now: datetime
+) -> None:
+    entry = await session.scalar(
+        select(JourneyEntry)
+        .where(JourneyEntry.workflow_id == workflow_id, JourneyEntry.rule_id == rule_id)
+        .with_for_update()
+    )
+    if entry is not None and entry.exited_at is None:
+        entry.exited_at, entry.exit_reason = now, reason
+
+
+async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> timedelta | None:
+    """The shortest ``trigger.after`` among active cart.abandoned rules (or the rule under
+    test): how long a cart must be idle before any journey could start."""
+    query = (
+        select(RuleVersion.definition)
+        .join(Rule, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
+        .where(Rule.trigger_event == "cart.abandoned")
+    )
+    query = query.where(Rule.id == only_rule) if only_rule else query.where(Rule.status == "active")
+    afters = [
+        RuleDefinition.model_validate(definition).trigger.idle_after
+        for definition in await session.scalars(query)
+    ]
+    return min(afters) if afters else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+async def enter_rule(
+    session: AsyncSession,
+    *,
+    rule_id: str,
+    customer_id: str,
+    workflow_id: str,
+    run_id: str,
+    context: dict[str, Any],
+    triggered_at: datetime,
+    now: datetime,
+    test: bool = False,
+) -> Entry | Refusal:
+    """A lifecycle journey entering its own rule: admitted when the rule is active, its
+    conditions hold, its re-entry policy allows and the customer has not already done
+    what the journey would end on. Recorded once per run (a retry finds the same)."""
+    existing = await session.scalar(
+        select(JourneyEntry).where(
+            JourneyEntry.rule_id == rule_id,
+            JourneyEntry.workflow_id == workflow_id,
+            JourneyEntry.run_id == run_id,
+        )
+    )
+    if existing is not None:
+        version = await version_of(session, existing.rule_id, existing.rule_version)
+        return Entry(existing.rule_id, existing.rule_version, version.definition)
+    rule = await session.get(Rule, rule_id)
+    admitted = ("draft", "active", "paused") if test else ("active",)
+    if rule is None or rule.status not in admitted:
+        return Refusal("rule_not_active")
+    version = await version_of(session, rule.id, rule.version)
+    definition = RuleDefinition.model_validate(version.definition)
+    if not evaluate(definition.conditions, context):
+        return Refusal("conditions")
+    if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
+        return Refusal("reentry")
+    if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
+        return Refusal("ordered")
+    session.add(
+        JourneyEntry(
+            rule_id=rule.id,
+            rule_version=version.version,
+            customer_id=customer_id,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            test=test,
+        )
+    )
+    await session.flush()
+    return Entry(rule.id, version.version, version.definition)
+
+
+def ordered_since(context: dict[str, Any], since: datetime) -> bool:
+    """Whether the customer in ``context`` placed an order after ``since``."""
+    last = (context.get("customer") or {}).get("last_order_at")
+    return bool(last) and datetime.fromisoformat(str(last)) > since
