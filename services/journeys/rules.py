@@ -19,13 +19,14 @@ from contracts import search_attributes as sa
 from contracts.errors import Conflict, NotFound, Unprocessable
 from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
 from contracts.rules import RuleDefinition, durations_too_long, send_steps
-from db.models import Rule, RuleAudit, RuleVersion, TemplateOverride
+from db.models import Rule, RuleAudit, RuleVersion
 from services.delivery import outbox
 from services.journeys.defaults import (
     DEFAULT_ABANDONED_CART,
     DEFAULT_ABANDONED_CART_SLUG,
     LIFECYCLE_DEFAULTS,
 )
+from services.templating import overrides
 from services.templating.renderer import Renderer
 
 # draft -> active <-> paused ; any -> archived (for good)
@@ -51,7 +52,7 @@ async def template_problems(
     session: AsyncSession, renderer: Renderer, definition: RuleDefinition
 ) -> list[dict[str, Any]]:
     """Send steps naming a template that does not exist: 422 material."""
-    stored = set(await session.scalars(select(TemplateOverride.name).distinct()))
+    stored = await overrides.names(session)
     problems = []
     for path, send in send_steps(definition.steps):
         if send.template not in renderer.catalog and send.template not in stored:
