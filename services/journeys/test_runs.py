@@ -27,7 +27,7 @@ from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
 from contracts.rules import RuleDefinition
 from db.models import Customer, Rule
 from services.journeys import rules
-from services.templating.templates import SAMPLES
+from services.templating.samples import SAMPLES
 
 
 @dataclass(frozen=True)
