@@ -24,9 +24,9 @@ from api.workflow_state import query_state
 from config.settings import Settings
 from contracts import workflow_ids
 from contracts.events import EVENT_ADAPTER
+from contracts.names import TRANSITION_UPDATE
 from contracts.orders import (
     INVALID_TRANSITION,
-    TRANSITION_UPDATE,
     HistoryEntry,
     OrderState,
     OrderStatus,

@@ -17,8 +17,9 @@ from api.deps import SessionDep, SettingsDep, TemporalDep, require
 from api.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, documented
 from contracts import search_attributes as sa
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
-from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
-from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
+from contracts.journeys import RulePaused
+from contracts.lifecycle import LifecycleInput
+from contracts.names import LIFECYCLE_WORKFLOW, RULE_PAUSED_SIGNAL
 from contracts.rules import MAX_DURATION, RuleDefinition, durations_too_long, send_steps
 from db.models import Customer, EventRoute, Rule, RuleVersion
 from services.intake.service import ROUTES_CHANNEL

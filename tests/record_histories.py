@@ -53,14 +53,15 @@ import workflows
 from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
+from contracts.names import SWEEP_WORKFLOW
 from contracts.rules import RuleDefinition
+from contracts.sweeps import SweepInput, SweepTotals
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from db.models import BackInStockSubscription, Customer, JourneyClaim, Message, TemplateOverride
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
 from services.journeys import rules
-from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid

@@ -43,6 +43,7 @@ import workflows
 from contracts import workflow_ids
 from contracts.carts import CartState
 from contracts.lifecycle import LifecycleState
+from contracts.names import STATE_QUERY
 from tests.conftest import ADMIN_KEY, auth
 from tests.factories import cart_updated, customer, eventually, item, now_iso, uid
 from tests.processes import (
@@ -553,14 +554,14 @@ def _mismatches(rows: list[dict[str, Any]], twilio: FakeTwilio, sendgrid: FakeSe
 
 async def _cart_ended(temporal: Client, cart_id: str) -> CartState | None:
     state = await temporal.get_workflow_handle(f"cart/{cart_id}").query(
-        "state", result_type=CartState
+        STATE_QUERY, result_type=CartState
     )
     return state if state.journey_status == "ended" and state.journey else None
 
 
 async def _lifecycle_ended(temporal: Client, workflow_id: str) -> LifecycleState | None:
     state = await temporal.get_workflow_handle(workflow_id).query(
-        "state", result_type=LifecycleState
+        STATE_QUERY, result_type=LifecycleState
     )
     # Its steps are over once it has an exit reason; it then waits days for an order to credit.
     return state if state.exit_reason is not None else None

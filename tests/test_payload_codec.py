@@ -28,6 +28,7 @@ import workflows
 from config.settings import MissingSecretsError, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.lifecycle import LifecycleState
+from contracts.names import STATE_QUERY
 from contracts.rules import RuleDefinition
 from db.models import EventRoute, Message
 from services.delivery.dispatcher import Dispatcher
@@ -215,7 +216,7 @@ async def test_no_customer_data_is_stored_in_clear_in_temporal(written: Written)
 
 async def test_the_codec_client_reads_queries_summaries_and_search_attributes(written: Written):
     handle = written.codec_client.get_workflow_handle(written.workflow_id)
-    state = await handle.query("state", result_type=LifecycleState)
+    state = await handle.query(STATE_QUERY, result_type=LifecycleState)
     assert state.customer_id == written.customer_id
     description = await handle.describe()
     assert await description.static_summary() == (
@@ -229,7 +230,7 @@ async def test_the_codec_client_reads_queries_summaries_and_search_attributes(wr
     plain_pairs = {p.key.name: p.value for p in (await plain.describe()).typed_search_attributes}
     assert plain_pairs["CustomerId"] == written.customer_id
     with pytest.raises(Exception, match="binary/encrypted"):
-        await plain.query("state", result_type=LifecycleState)
+        await plain.query(STATE_QUERY, result_type=LifecycleState)
 
 
 # (b) Rotation.

@@ -28,6 +28,7 @@ from temporalio.workflow import NondeterminismError
 import workflows
 import workflows.order
 from contracts.lifecycle import LifecycleInput, LifecycleState
+from contracts.names import LIFECYCLE_WORKFLOW
 from workflows.lifecycle import LifecycleJourneyWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -57,7 +58,7 @@ async def _failure(cls: type, history: WorkflowHistory) -> Exception | None:
 
 def _lifecycle_histories() -> list[WorkflowHistory]:
     histories = [_load(p) for p in RECORDED]
-    return [h for h in histories if _workflow_type(h) == "LifecycleJourney"]
+    return [h for h in histories if _workflow_type(h) == LIFECYCLE_WORKFLOW]
 
 
 # --- every committed history replays on today's code -----------------------------------
@@ -171,7 +172,7 @@ PAUSE = timedelta(minutes=10)
 PAUSE_PATCH = "lifecycle-pause-before-entering"
 
 
-@workflow.defn(name="LifecycleJourney")
+@workflow.defn(name=LIFECYCLE_WORKFLOW)
 class PauseFirstUnguarded(LifecycleJourneyWorkflow):
     """The change as one would first write it."""
 
@@ -181,7 +182,7 @@ class PauseFirstUnguarded(LifecycleJourneyWorkflow):
         return await super().run(input)
 
 
-@workflow.defn(name="LifecycleJourney")
+@workflow.defn(name=LIFECYCLE_WORKFLOW)
 class PauseFirstPatched(LifecycleJourneyWorkflow):
     """The same change behind ``workflow.patched``: journeys that started before it keep
     their old path on replay; new ones take the new path (and record the patch)."""

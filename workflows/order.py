@@ -18,19 +18,24 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from contracts import search_attributes as sa
     from contracts.carts import template_lines
     from contracts.messages import (
-        INBOUND_SIGNAL,
-        MESSAGE_STATUS_SIGNAL,
         Channel,
         InboundMessageSignal,
         MessageRequest,
         MessageStatusUpdate,
+    )
+    from contracts.names import (
+        EVENT_SIGNAL,
+        INBOUND_SIGNAL,
+        MESSAGE_STATUS_SIGNAL,
+        ORDER_WORKFLOW,
+        STATE_QUERY,
+        TRANSITION_UPDATE,
     )
     from contracts.orders import (
         AFTER_END,
@@ -43,9 +48,7 @@ with workflow.unsafe.imports_passed_through():
         PREPARE_ORDER,
         RANK,
         REFUND_PAYMENT,
-        STATE_QUERY,
         TERMINAL,
-        TRANSITION_UPDATE,
         CancelLinkInput,
         CancelLinkResult,
         CancelReason,
@@ -66,18 +69,13 @@ with workflow.unsafe.imports_passed_through():
         TransitionRequest,
     )
     from contracts.payment_policy import PaymentPolicy
+    from contracts.retry_policies import ACTIVITY_RETRY as _RETRY
+    from contracts.retry_policies import PROVIDER_RETRY as _PROVIDER_RETRY
+    from contracts.retry_policies import SHOP_RETRY as _SHOP_RETRY
     from workflows.messaging import Messenger
 
 S = OrderStatus
 _TIMEOUT = timedelta(seconds=60)
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-_PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5)
-)
-# The shop's endpoint may be down for a while: keep trying for days, not minutes.
-_SHOP_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=10), maximum_interval=timedelta(hours=1)
-)
 # Payment links and reminders go where the customer is most likely to see them first.
 _PAYMENT_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
 _UPDATE_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
@@ -106,7 +104,7 @@ class _Flag:
         self.done = True
 
 
-@workflow.defn(name="OrderWorkflow")
+@workflow.defn(name=ORDER_WORKFLOW)
 class OrderWorkflow:
     @workflow.init
     def __init__(self, input: StartOrderInput) -> None:
@@ -125,7 +123,7 @@ class OrderWorkflow:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    @workflow.signal(name="event")
+    @workflow.signal(name=EVENT_SIGNAL)
     def event(self, event: OrderEvent) -> None:
         if event.event_id in self._seen:  # delivery is at least once
             return
