@@ -49,7 +49,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-import workflows
 from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
@@ -75,6 +74,7 @@ from tests.provider_reports import (
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from worker import build_worker
+from workflows import registry
 
 HISTORIES = Path(__file__).parent / "histories"
 # A history bigger than this is too long to read in a review; record a shorter scenario.
@@ -955,7 +955,7 @@ def _write(path: Path, history: WorkflowHistory) -> Path:
 
 
 _WORKFLOW_CLASSES: dict[str, type] = {
-    str(temporal_workflow._Definition.must_from_class(cls).name): cls for cls in workflows.ALL
+    str(temporal_workflow._Definition.must_from_class(cls).name): cls for cls in registry.ALL
 }
 
 

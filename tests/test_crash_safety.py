@@ -39,7 +39,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-import workflows
 from contracts import workflow_ids
 from contracts.carts import CartState
 from contracts.lifecycle import LifecycleState
@@ -65,6 +64,7 @@ from tests.providers.fake_payments import (
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.signing import SendGridSigner, twilio_headers
+from workflows import registry
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 SEED = int(os.environ.get("SUTRA_CHAOS_SEED", "7"))
@@ -514,7 +514,7 @@ async def test_journeys_survive_worker_and_api_kills_and_send_everything_exactly
 
 
 async def _replays(temporal: Client, workflow_ids_: list[str], folder: Path) -> None:
-    replayer = Replayer(workflows=workflows.ALL, data_converter=temporal.data_converter)
+    replayer = Replayer(workflows=registry.ALL, data_converter=temporal.data_converter)
     broken = []
     for wid in workflow_ids_:
         history = await temporal.get_workflow_handle(wid).fetch_history()

@@ -24,7 +24,6 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-import workflows
 from config.settings import MissingSecretsError, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.lifecycle import LifecycleState
@@ -45,6 +44,7 @@ from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, make_settings, start_api
 from tests.factories import customer, eventually, now_iso, uid
 from worker import build_worker
+from workflows import registry
 
 
 def _key() -> str:
@@ -238,7 +238,7 @@ async def test_the_codec_client_reads_queries_summaries_and_search_attributes(wr
 
 async def test_a_history_written_under_a_old_key_replays_after_rotation(written: Written):
     rotated = converter_with(EncryptionCodec.from_spec(f"{KEY_B},{KEY_A}"))
-    result = await Replayer(workflows=workflows.ALL, data_converter=rotated).replay_workflow(
+    result = await Replayer(workflows=registry.ALL, data_converter=rotated).replay_workflow(
         written.history
     )
     assert result.replay_failure is None
@@ -249,7 +249,7 @@ async def test_dropping_the_old_key_too_early_fails_clearly(
 ):
     only_b = converter_with(EncryptionCodec.from_spec(KEY_B))
     with pytest.raises(Exception, match="PayloadKeyError"):
-        await Replayer(workflows=workflows.ALL, data_converter=only_b).replay_workflow(
+        await Replayer(workflows=registry.ALL, data_converter=only_b).replay_workflow(
             written.history
         )
     # The worker's log says which key is missing (the task failure itself is encrypted).

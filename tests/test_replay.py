@@ -25,10 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.workflow import NondeterminismError
 
-import workflows
 import workflows.order
 from contracts.lifecycle import LifecycleInput, LifecycleState
 from contracts.names import LIFECYCLE_WORKFLOW
+from workflows import registry
 from workflows.lifecycle import LifecycleJourneyWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -66,12 +66,12 @@ def _lifecycle_histories() -> list[WorkflowHistory]:
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 async def test_a_recorded_history_replays_on_todays_workflow_code(path: Path):
-    await _replayer(*workflows.ALL).replay_workflow(_load(path), raise_on_replay_failure=True)
+    await _replayer(*registry.ALL).replay_workflow(_load(path), raise_on_replay_failure=True)
 
 
 def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
     recorded = {_workflow_type(_load(p)) for p in RECORDED}
-    registered = {workflow._Definition.must_from_class(cls).name for cls in workflows.ALL}
+    registered = {workflow._Definition.must_from_class(cls).name for cls in registry.ALL}
     assert registered - recorded == set(), "record them: python -m tests.record_histories"
     for path in RECORDED:
         assert path.stat().st_size < 300_000, f"{path.name}: record a shorter scenario"
@@ -79,7 +79,7 @@ def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
 
 # --- every workflow's code has histories recorded on it ------------------------------------
 
-_TYPES = {str(workflow._Definition.must_from_class(c).name): c for c in workflows.ALL}
+_TYPES = {str(workflow._Definition.must_from_class(c).name): c for c in registry.ALL}
 _PROCEDURE = (
     "follow CONTRIBUTING.md 'Changing workflow code': put the change behind "
     "workflow.patched, add a scenario for its new path to tests/record_histories.py and "
