@@ -33,20 +33,22 @@ from services.messaging.send import Messaging
 from services.platform import task_failure_log
 from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
 from services.templating.renderer import Renderer
-from workflows import ALL as WORKFLOWS
 from workflows.order import OrderWorkflow
+from workflows.registry import ALL as WORKFLOWS
 
 log = logging.getLogger("sutra.worker")
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
-# Every workflow run gets a fresh sandbox that re-imports the modules not passed through:
-# re-executing ours cost some 50 ms of CPU per journey started. They hold no module-level
-# state, so they are imported once and shared; determinism is still enforced by the
-# sandbox's restrictions on what workflow code may call, and proven by the replay tests.
-_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(
-    "workflows", "contracts", "services", "config", "db", "channels", "payments"
-)
+# Every workflow run gets a fresh sandbox that re-imports the modules not passed through.
+# Only contracts/ is shared (pydantic models and constants, no state; pydantic and
+# temporalio are the SDK's own passthroughs): the workflow's module is re-imported per run,
+# what it imports from workflows/ under imports_passed_through() is shared. A sandbox costs
+# 1.5-3 ms of CPU (4-11 ms without bytecode caching), a journey some 2 ms more than when
+# workflows/, services/ and db/ were passed through too (19 against 17 ms):
+# python bench/workflow_sandbox.py --journeys 300. Order workflows keep no cache and pay
+# it on every task. Determinism is enforced by the sandbox and proven by the replay tests.
+_RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules("contracts")
 
 
 class Workers:

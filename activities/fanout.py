@@ -6,26 +6,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 
 from activities.heartbeats import heartbeating
 from config.settings import Settings
-from contracts.lifecycle import FanoutInput
+from contracts.fanout import FANOUT_BATCH, FanoutBatch, FanoutInput
 from services.journeys import fanout
-
-FANOUT_BATCH = "fanout_batch"
-
-
-class FanoutBatch(BaseModel):
-    # Where the next page starts; None: the audience is exhausted.
-    cursor: str | None
-    customers: int
-    # How long to wait before the next page to keep to the configured rate. Decided here,
-    # from the worker's settings, and recorded in history: the workflow stays deterministic.
-    pause: timedelta
 
 
 class FanoutActivities:

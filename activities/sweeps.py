@@ -11,9 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.heartbeats import heartbeating
-from services.journeys import time_triggers
-from services.journeys.starts import claim_and_start
-from services.journeys.time_triggers import (
+from contracts.sweeps import (
     SWEEP_BATCH,
     SWEEP_TARGETS,
     SweepBatchInput,
@@ -21,6 +19,8 @@ from services.journeys.time_triggers import (
     TargetsInput,
     TargetsResult,
 )
+from services.journeys import time_triggers
+from services.journeys.starts import claim_and_start
 
 
 class SweepActivities:

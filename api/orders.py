@@ -25,9 +25,9 @@ from config.settings import Settings
 from contracts import workflow_ids
 from contracts.errors import Conflict, NotFound, ServiceUnavailable
 from contracts.events import EVENT_ADAPTER
+from contracts.names import TRANSITION_UPDATE
 from contracts.orders import (
     INVALID_TRANSITION,
-    TRANSITION_UPDATE,
     HistoryEntry,
     OrderState,
     OrderStatus,

@@ -9,6 +9,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.errors import NotFound, ServiceUnavailable
+from contracts.names import STATE_QUERY
 
 T = TypeVar("T")
 
@@ -26,7 +27,7 @@ async def query_state(
     Temporal or the workflow cannot answer. ``what``/``key`` name it in errors."""
     handle = temporal.get_workflow_handle(workflow_id)
     try:
-        return await handle.query("state", result_type=result_type, rpc_timeout=rpc_timeout)
+        return await handle.query(STATE_QUERY, result_type=result_type, rpc_timeout=rpc_timeout)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise NotFound(f"no {what} workflow for {what} {key!r}") from exc

@@ -14,7 +14,6 @@ REVOKE_COUPON = "revoke_coupon"
 SUPERSEDE_COUPONS = "supersede_coupons"
 EXIT_JOURNEY = "exit_journey"
 ATTRIBUTE_ORDER = "attribute_order"
-RULE_PAUSED_SIGNAL = "rule_paused"
 
 
 class PinnedRule(BaseModel):

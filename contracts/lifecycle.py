@@ -12,9 +12,11 @@ from pydantic import BaseModel, Field
 from contracts import workflow_ids
 from contracts.journeys import JourneyState, PinnedRule
 
-LIFECYCLE_WORKFLOW = "LifecycleJourney"
+# Re-exported for services/customers/privacy.py only, which is being rewritten on another
+# branch; its import moves to contracts.names at the merge and this line goes.
+from contracts.names import LIFECYCLE_WORKFLOW as LIFECYCLE_WORKFLOW
+
 ENTER_LIFECYCLE = "enter_lifecycle"
-LIFECYCLE_EVENT_SIGNAL = "event"
 
 
 class LifecycleInput(BaseModel):
@@ -99,22 +101,3 @@ class JourneyStart(BaseModel):
             triggered_at=self.triggered_at,
             sku=self.sku,
         )
-
-
-FANOUT_WORKFLOW = "ProductFanout"
-
-
-class FanoutInput(BaseModel):
-    """A product event (back in stock, price dropped) to announce to every interested
-    customer: subscribers, or customers who viewed or carted it. Workflow
-    ``fanout/{event_id}``; it pages through the audience in batches under a rate."""
-
-    event_id: str
-    trigger: Literal["product.back_in_stock", "product.price_dropped"]
-    sku: str
-    occurred_at: datetime
-    # Template variables: {"product": {"sku", "name", "url", "old_price", "new_price", ...}}.
-    context: dict[str, Any] = Field(default_factory=dict)
-    # Carried across continue-as-new: where the audience scan is.
-    cursor: str | None = None
-    notified: int = 0

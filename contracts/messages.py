@@ -19,8 +19,6 @@ Status = Literal[
 
 SEND_MESSAGE = "send_message"
 ABANDON_MESSAGE = "abandon_message"
-MESSAGE_STATUS_SIGNAL = "message_status"
-INBOUND_SIGNAL = "inbound_message"
 
 
 class QuietHours(BaseModel):

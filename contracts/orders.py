@@ -15,8 +15,6 @@ from pydantic import BaseModel, Field
 
 from contracts.payment_policy import PaymentPolicy
 
-TRANSITION_UPDATE = "transition"
-STATE_QUERY = "state"
 INVALID_TRANSITION = "InvalidTransition"
 
 PREPARE_ORDER = "prepare_order"

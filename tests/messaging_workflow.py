@@ -11,13 +11,12 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts import search_attributes as sa
     from contracts.messages import (
-        INBOUND_SIGNAL,
-        MESSAGE_STATUS_SIGNAL,
         InboundMessageSignal,
         MessageOutcome,
         MessageRequest,
         MessageStatusUpdate,
     )
+    from contracts.names import INBOUND_SIGNAL, MESSAGE_STATUS_SIGNAL
     from workflows.messaging import Messenger
 
 

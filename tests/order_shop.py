@@ -21,7 +21,8 @@ from werkzeug.wrappers import Request, Response
 from config.settings import Environment, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import InboundMessageSignal
-from contracts.orders import STATE_QUERY, OrderState, TransitionRequest
+from contracts.names import INBOUND_SIGNAL, STATE_QUERY, TRANSITION_UPDATE
+from contracts.orders import OrderState, TransitionRequest
 from contracts.payment_policy import PaymentPolicy, UpfrontRule
 from db.models import Event, Message, PaymentLink
 from services.orders.payments import record_capture
@@ -172,7 +173,7 @@ class OrderShop(SkippingShop):
         state = await self.state(order_id)
         assert state.customer_id is not None
         await self.handle(order_id).signal(
-            "inbound_message",
+            INBOUND_SIGNAL,
             InboundMessageSignal(
                 inbound_id=secrets.randbelow(2**31),
                 customer_id=state.customer_id,
@@ -184,7 +185,7 @@ class OrderShop(SkippingShop):
 
     async def transition(self, order_id: str, to: str, **values: Any) -> OrderState:
         return await self.handle(order_id).execute_update(
-            "transition",
+            TRANSITION_UPDATE,
             TransitionRequest.model_validate({"to": to, "by": "tests", **values}),
             result_type=OrderState,
         )

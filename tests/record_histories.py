@@ -49,18 +49,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-import workflows
 from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
+from contracts.names import SWEEP_WORKFLOW
 from contracts.rules import RuleDefinition
+from contracts.sweeps import SweepInput, SweepTotals
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
 from db.models import BackInStockSubscription, Customer, JourneyClaim, Message, TemplateOverride
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
 from services.journeys import rules
-from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
@@ -74,6 +74,7 @@ from tests.provider_reports import (
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from worker import build_worker
+from workflows import registry
 
 HISTORIES = Path(__file__).parent / "histories"
 # A history bigger than this is too long to read in a review; record a shorter scenario.
@@ -954,7 +955,7 @@ def _write(path: Path, history: WorkflowHistory) -> Path:
 
 
 _WORKFLOW_CLASSES: dict[str, type] = {
-    str(temporal_workflow._Definition.must_from_class(cls).name): cls for cls in workflows.ALL
+    str(temporal_workflow._Definition.must_from_class(cls).name): cls for cls in registry.ALL
 }
 
 

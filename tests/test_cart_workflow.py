@@ -23,6 +23,7 @@ from contracts.carts import (
     CartStatus,
     StartCartInput,
 )
+from contracts.names import EVENT_SIGNAL
 from tests.factories import eventually
 from worker import build_worker
 from workflows.cart import CartWorkflow
@@ -93,7 +94,7 @@ class Cart:
             StartCartInput(cart_id=self.cart_id, customer_id=self.customer_id),
             id=f"cart/{self.cart_id}",
             task_queue=self.task_queue,
-            start_signal="event",
+            start_signal=EVENT_SIGNAL,
             start_signal_args=[event],
         )
 

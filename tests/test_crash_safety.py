@@ -39,10 +39,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-import workflows
 from contracts import workflow_ids
 from contracts.carts import CartState
 from contracts.lifecycle import LifecycleState
+from contracts.names import STATE_QUERY
 from tests.conftest import ADMIN_KEY, auth
 from tests.factories import cart_updated, customer, eventually, item, now_iso, uid
 from tests.processes import (
@@ -64,6 +64,7 @@ from tests.providers.fake_payments import (
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.signing import SendGridSigner, twilio_headers
+from workflows import registry
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 SEED = int(os.environ.get("SUTRA_CHAOS_SEED", "7"))
@@ -513,7 +514,7 @@ async def test_journeys_survive_worker_and_api_kills_and_send_everything_exactly
 
 
 async def _replays(temporal: Client, workflow_ids_: list[str], folder: Path) -> None:
-    replayer = Replayer(workflows=workflows.ALL, data_converter=temporal.data_converter)
+    replayer = Replayer(workflows=registry.ALL, data_converter=temporal.data_converter)
     broken = []
     for wid in workflow_ids_:
         history = await temporal.get_workflow_handle(wid).fetch_history()
@@ -553,14 +554,14 @@ def _mismatches(rows: list[dict[str, Any]], twilio: FakeTwilio, sendgrid: FakeSe
 
 async def _cart_ended(temporal: Client, cart_id: str) -> CartState | None:
     state = await temporal.get_workflow_handle(f"cart/{cart_id}").query(
-        "state", result_type=CartState
+        STATE_QUERY, result_type=CartState
     )
     return state if state.journey_status == "ended" and state.journey else None
 
 
 async def _lifecycle_ended(temporal: Client, workflow_id: str) -> LifecycleState | None:
     state = await temporal.get_workflow_handle(workflow_id).query(
-        "state", result_type=LifecycleState
+        STATE_QUERY, result_type=LifecycleState
     )
     # Its steps are over once it has an exit reason; it then waits days for an order to credit.
     return state if state.exit_reason is not None else None

@@ -44,6 +44,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from db.engine import ANSWER_GRACE_SECONDS
 from services.platform.rate_limit import CHECK_WITHIN_SECONDS
 from tests.conftest import ADMIN_KEY, auth
@@ -229,7 +230,7 @@ def _cart_state(client: Client, cart_id: str, *, applied: int | None = None) -> 
 
     async def probe() -> CartState | None:
         state = await client.get_workflow_handle(f"cart/{cart_id}").query(
-            "state", result_type=CartState
+            STATE_QUERY, result_type=CartState
         )
         if applied is None:
             return state if state.journey_status == "ended" else None

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
 from tests.factories import cart_updated, eventually, uid
 from tests.processes import (
@@ -37,7 +38,7 @@ TEXTS_PER_CART = 3
 
 async def _cart_done(client: Client, cart_id: str) -> CartState | None:
     state = await client.get_workflow_handle(f"cart/{cart_id}").query(
-        "state", result_type=CartState
+        STATE_QUERY, result_type=CartState
     )
     return state if state.journey_status == "ended" else None
 

@@ -17,6 +17,7 @@ from config.settings import Settings
 from contracts import search_attributes
 from contracts.carts import CartState
 from contracts.events import EVENT_ADAPTER
+from contracts.names import STATE_QUERY
 from db.models import EventRoute, RouteHold
 from embedded.binaries import temporal_cli
 from services.intake.service import ingest
@@ -88,7 +89,7 @@ async def test_events_accepted_while_temporal_is_down_are_delivered_in_order_aft
 
             async def both_applied() -> CartState | None:
                 state = await client.get_workflow_handle(workflow_id).query(
-                    "state", result_type=CartState
+                    STATE_QUERY, result_type=CartState
                 )
                 return state if state.events_applied == 2 else None
 

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Environment, Settings
 from contracts import workflow_ids
 from contracts.carts import CartState, CartStatus
+from contracts.names import STATE_QUERY
 from tests.conftest import ADMIN_KEY, Api, auth, start_api
 from tests.factories import cart_updated, customer, eventually, item, uid
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
@@ -187,7 +188,7 @@ async def carts(
 
 async def _cart(shop: SkippingShop, cart_id: str) -> CartState:
     handle = shop.env.client.get_workflow_handle(f"cart/{cart_id}")
-    return await handle.query("state", result_type=CartState)
+    return await handle.query(STATE_QUERY, result_type=CartState)
 
 
 async def test_a_cart_stamped_ahead_is_abandoned_an_idle_hour_after_its_real_activity(

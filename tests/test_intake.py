@@ -11,6 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from db.models import Event, EventRoute
 from tests.conftest import Api
 from tests.factories import ago, cart_updated, eventually, order_placed, uid
@@ -26,7 +27,7 @@ async def _signals(temporal: Client, workflow_id: str) -> int:
 
 
 async def _state(temporal: Client, workflow_id: str) -> CartState:
-    return await temporal.get_workflow_handle(workflow_id).query("state", result_type=CartState)
+    return await temporal.get_workflow_handle(workflow_id).query(STATE_QUERY, result_type=CartState)
 
 
 async def test_event_is_accepted_and_starts_the_cart_workflow(api: Api, temporal: Client, worker):

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Environment, Settings
 from contracts import workflow_ids
 from contracts.lifecycle import JourneyStart, LifecycleState
+from contracts.names import STATE_QUERY
 from contracts.rules import RuleDefinition
 from db.models import Attribution, JourneyEntry, Message
 from services.journeys import rules
@@ -62,7 +63,7 @@ class Lifecycle(SkippingShop):
 
     async def journey(self, workflow_id: str) -> LifecycleState:
         handle = self.env.client.get_workflow_handle(workflow_id)
-        return await handle.query("state", result_type=LifecycleState)
+        return await handle.query(STATE_QUERY, result_type=LifecycleState)
 
     async def start(self, *starts: JourneyStart) -> None:
         report = await claim_and_start(

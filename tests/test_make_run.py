@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from services.platform.payload_codec import EncryptionCodec, converter_with
 from tests.conftest import free_port
 from tests.factories import eventually
@@ -101,7 +102,9 @@ async def _cart_state(address: str, var: Path, cart_id: str) -> CartState:
     # make run encrypts payloads with the key it generated: only its key reads the state.
     codec = EncryptionCodec.from_spec((var / "payload-keys").read_text().strip())
     client = await Client.connect(address, data_converter=converter_with(codec))
-    return await client.get_workflow_handle(f"cart/{cart_id}").query("state", result_type=CartState)
+    return await client.get_workflow_handle(f"cart/{cart_id}").query(
+        STATE_QUERY, result_type=CartState
+    )
 
 
 async def _ui_reads_the_customer_through_the_codec(

@@ -33,8 +33,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from contracts.messages import MESSAGE_STATUS_SIGNAL, MessageStatusUpdate
-from contracts.orders import STATE_QUERY, OrderState
+from contracts.messages import MessageStatusUpdate
+from contracts.names import MESSAGE_STATUS_SIGNAL, STATE_QUERY
+from contracts.orders import OrderState
 from db.models import Message
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.processes import WorkerProcess, sutra_env

@@ -24,10 +24,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-import workflows
 from config.settings import MissingSecretsError, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.lifecycle import LifecycleState
+from contracts.names import STATE_QUERY
 from contracts.rules import RuleDefinition
 from db.models import EventRoute, Message
 from services.delivery.dispatcher import Dispatcher
@@ -44,6 +44,7 @@ from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, make_settings, start_api
 from tests.factories import customer, eventually, now_iso, uid
 from worker import build_worker
+from workflows import registry
 
 
 def _key() -> str:
@@ -215,7 +216,7 @@ async def test_no_customer_data_is_stored_in_clear_in_temporal(written: Written)
 
 async def test_the_codec_client_reads_queries_summaries_and_search_attributes(written: Written):
     handle = written.codec_client.get_workflow_handle(written.workflow_id)
-    state = await handle.query("state", result_type=LifecycleState)
+    state = await handle.query(STATE_QUERY, result_type=LifecycleState)
     assert state.customer_id == written.customer_id
     description = await handle.describe()
     assert await description.static_summary() == (
@@ -229,7 +230,7 @@ async def test_the_codec_client_reads_queries_summaries_and_search_attributes(wr
     plain_pairs = {p.key.name: p.value for p in (await plain.describe()).typed_search_attributes}
     assert plain_pairs["CustomerId"] == written.customer_id
     with pytest.raises(Exception, match="binary/encrypted"):
-        await plain.query("state", result_type=LifecycleState)
+        await plain.query(STATE_QUERY, result_type=LifecycleState)
 
 
 # (b) Rotation.
@@ -237,7 +238,7 @@ async def test_the_codec_client_reads_queries_summaries_and_search_attributes(wr
 
 async def test_a_history_written_under_a_old_key_replays_after_rotation(written: Written):
     rotated = converter_with(EncryptionCodec.from_spec(f"{KEY_B},{KEY_A}"))
-    result = await Replayer(workflows=workflows.ALL, data_converter=rotated).replay_workflow(
+    result = await Replayer(workflows=registry.ALL, data_converter=rotated).replay_workflow(
         written.history
     )
     assert result.replay_failure is None
@@ -248,7 +249,7 @@ async def test_dropping_the_old_key_too_early_fails_clearly(
 ):
     only_b = converter_with(EncryptionCodec.from_spec(KEY_B))
     with pytest.raises(Exception, match="PayloadKeyError"):
-        await Replayer(workflows=workflows.ALL, data_converter=only_b).replay_workflow(
+        await Replayer(workflows=registry.ALL, data_converter=only_b).replay_workflow(
             written.history
         )
     # The worker's log says which key is missing (the task failure itself is encrypted).

@@ -37,6 +37,7 @@ from channels import build_adapters
 from config.settings import Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.messages import Channel, MessageOutcome, MessageRequest, SendMessageInput
+from contracts.retry_policies import SEND_RETRY
 from db.models import Message
 from services.customers import profiles
 from services.messaging.send import Messaging
@@ -50,7 +51,6 @@ from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.signing import SendGridSigner
 from tests.providers.storm import Call, Phase
 from worker import build_worker
-from workflows.messaging import SEND_RETRY
 
 SOAK = os.environ.get("SUTRA_SOAK") == "1"
 # Journeys per channel (SMS through Twilio, email through SendGrid), two messages each.

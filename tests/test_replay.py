@@ -25,9 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.workflow import NondeterminismError
 
-import workflows
 import workflows.order
 from contracts.lifecycle import LifecycleInput, LifecycleState
+from contracts.names import LIFECYCLE_WORKFLOW
+from workflows import registry
 from workflows.lifecycle import LifecycleJourneyWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -57,7 +58,7 @@ async def _failure(cls: type, history: WorkflowHistory) -> Exception | None:
 
 def _lifecycle_histories() -> list[WorkflowHistory]:
     histories = [_load(p) for p in RECORDED]
-    return [h for h in histories if _workflow_type(h) == "LifecycleJourney"]
+    return [h for h in histories if _workflow_type(h) == LIFECYCLE_WORKFLOW]
 
 
 # --- every committed history replays on today's code -----------------------------------
@@ -65,12 +66,12 @@ def _lifecycle_histories() -> list[WorkflowHistory]:
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 async def test_a_recorded_history_replays_on_todays_workflow_code(path: Path):
-    await _replayer(*workflows.ALL).replay_workflow(_load(path), raise_on_replay_failure=True)
+    await _replayer(*registry.ALL).replay_workflow(_load(path), raise_on_replay_failure=True)
 
 
 def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
     recorded = {_workflow_type(_load(p)) for p in RECORDED}
-    registered = {workflow._Definition.must_from_class(cls).name for cls in workflows.ALL}
+    registered = {workflow._Definition.must_from_class(cls).name for cls in registry.ALL}
     assert registered - recorded == set(), "record them: python -m tests.record_histories"
     for path in RECORDED:
         assert path.stat().st_size < 300_000, f"{path.name}: record a shorter scenario"
@@ -78,7 +79,7 @@ def test_every_workflow_type_has_recorded_histories_of_a_reasonable_size():
 
 # --- every workflow's code has histories recorded on it ------------------------------------
 
-_TYPES = {str(workflow._Definition.must_from_class(c).name): c for c in workflows.ALL}
+_TYPES = {str(workflow._Definition.must_from_class(c).name): c for c in registry.ALL}
 _PROCEDURE = (
     "follow CONTRIBUTING.md 'Changing workflow code': put the change behind "
     "workflow.patched, add a scenario for its new path to tests/record_histories.py and "
@@ -171,7 +172,7 @@ PAUSE = timedelta(minutes=10)
 PAUSE_PATCH = "lifecycle-pause-before-entering"
 
 
-@workflow.defn(name="LifecycleJourney")
+@workflow.defn(name=LIFECYCLE_WORKFLOW)
 class PauseFirstUnguarded(LifecycleJourneyWorkflow):
     """The change as one would first write it."""
 
@@ -181,7 +182,7 @@ class PauseFirstUnguarded(LifecycleJourneyWorkflow):
         return await super().run(input)
 
 
-@workflow.defn(name="LifecycleJourney")
+@workflow.defn(name=LIFECYCLE_WORKFLOW)
 class PauseFirstPatched(LifecycleJourneyWorkflow):
     """The same change behind ``workflow.patched``: journeys that started before it keep
     their old path on replay; new ones take the new path (and record the patch)."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from db.models import Coupon
 from services.journeys.rules import DEFAULT_ABANDONED_CART
 from tests.conftest import ADMIN_KEY, Api, auth
@@ -334,7 +335,7 @@ async def _running_rule(api: Api, customer_id: str, **changes: Any) -> str:
 
 async def _journey_exit(temporal: Client, cart_id: str) -> str | None:
     state = await temporal.get_workflow_handle(f"cart/{cart_id}").query(
-        "state", result_type=CartState
+        STATE_QUERY, result_type=CartState
     )
     return state.journey.exit_reason if state.journey else None
 

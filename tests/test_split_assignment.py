@@ -17,7 +17,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-import workflows
 from config.settings import Environment, Settings
 from contracts.events import EVENT_ADAPTER
 from contracts.experiments import RECORD_SPLIT_PATCH, AssignVariantInput
@@ -28,6 +27,7 @@ from services.journeys import experiments, rules
 from tests.factories import cart_updated, uid
 from tests.skipping_shop import SkippingShop
 from worker import build_worker
+from workflows import registry
 from workflows.journey_split import split_bucket
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -177,7 +177,7 @@ async def test_the_assignment_survives_replay_and_is_the_variant_in_the_ledger(
     # Recorded by today's code: the patch marker, then the activity, are in its history.
     assert RECORD_SPLIT_PATCH in _markers(history.events)
     assert "assign_variant" in _activities(history.events)
-    await Replayer(workflows=workflows.ALL, data_converter=pydantic_data_converter).replay_workflow(
+    await Replayer(workflows=registry.ALL, data_converter=pydantic_data_converter).replay_workflow(
         history
     )
 
@@ -206,6 +206,6 @@ async def test_a_journey_that_split_before_assignments_were_recorded_replays_unc
     assert "send_message" in _activities(history.events)
     assert not _markers(history.events)
 
-    await Replayer(workflows=workflows.ALL, data_converter=pydantic_data_converter).replay_workflow(
+    await Replayer(workflows=registry.ALL, data_converter=pydantic_data_converter).replay_workflow(
         history
     )

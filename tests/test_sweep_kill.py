@@ -26,9 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.names import SWEEP_WORKFLOW
 from contracts.rules import RuleDefinition
+from contracts.sweeps import SweepInput, SweepTotals
 from services.journeys import rules
-from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from tests.batch_kills import Kill, kill, retried_after_heartbeat_timeout, runs
 from tests.processes import WorkerProcess, processes, sutra_env
 

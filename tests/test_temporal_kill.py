@@ -36,6 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from contracts import workflow_ids
 from contracts.carts import CartState
 from contracts.lifecycle import LifecycleState
+from contracts.names import STATE_QUERY
 from tests.conftest import ADMIN_KEY, auth
 from tests.factories import cart_updated, customer, eventually, item, now_iso, uid
 from tests.processes import (
@@ -339,7 +340,7 @@ async def _check_events(client: Client, database_url: str, load: Load) -> str:
 
         async def applied(c: str = cart_id, n: int = len(sent)) -> CartState | None:
             state = await client.get_workflow_handle(f"cart/{c}").query(
-                "state", result_type=CartState
+                STATE_QUERY, result_type=CartState
             )
             return state if state.events_applied >= n else None
 
@@ -430,11 +431,13 @@ def _mismatches(
 
 async def _cart_ended(client: Client, cart_id: str) -> CartState | None:
     state = await client.get_workflow_handle(f"cart/{cart_id}").query(
-        "state", result_type=CartState
+        STATE_QUERY, result_type=CartState
     )
     return state if state.journey_status == "ended" and state.journey else None
 
 
 async def _lifecycle_ended(client: Client, workflow_id: str) -> LifecycleState | None:
-    state = await client.get_workflow_handle(workflow_id).query("state", result_type=LifecycleState)
+    state = await client.get_workflow_handle(workflow_id).query(
+        STATE_QUERY, result_type=LifecycleState
+    )
     return state if state.exit_reason is not None else None

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts.carts import CartState
+from contracts.names import STATE_QUERY
 from tests.conftest import Api, make_settings, start_api
 from tests.factories import cart_updated, eventually, item, uid
 from tests.processes import DevServer, WorkerProcess, processes, sutra_env
@@ -116,7 +117,7 @@ async def test_events_accepted_during_a_temporal_outage_all_take_effect_in_order
 
             async def applied(cart_id: str) -> CartState | None:
                 state = await client.get_workflow_handle(f"cart/{cart_id}").query(
-                    "state", result_type=CartState
+                    STATE_QUERY, result_type=CartState
                 )
                 return state if state.events_applied == len(sent[cart_id]) else None
 

@@ -37,11 +37,12 @@ from activities.experiments import ExperimentActivities
 from activities.sweeps import SweepActivities
 from config.settings import Environment, Settings
 from contracts.lifecycle import LifecycleInput
+from contracts.names import SWEEP_WORKFLOW
 from contracts.rules import RuleDefinition
+from contracts.sweeps import SweepInput, SweepTotals
 from db.models import Customer, CustomerStats, JourneyClaim, Message, ProductPurchase
 from services.journeys import rules
 from services.journeys.schedules import TIME_TRIGGER_SCHEDULE, ensure_time_trigger_schedule
-from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput, SweepTotals
 from worker import build_worker
 from workflows.time_trigger_sweep import TimeTriggerSweep
 

@@ -1,9 +1,6 @@
-"""Temporal workflows: orchestration only, deterministic, one workflow class per file."""
+"""Temporal workflows: orchestration only, deterministic, one workflow class per file.
 
-from workflows.cart import CartWorkflow
-from workflows.lifecycle import LifecycleJourneyWorkflow
-from workflows.order import OrderWorkflow
-from workflows.product_fanout import ProductFanout
-from workflows.time_trigger_sweep import TimeTriggerSweep
-
-ALL = [CartWorkflow, OrderWorkflow, LifecycleJourneyWorkflow, ProductFanout, TimeTriggerSweep]
+The package imports none of them (``workflows.registry.ALL`` lists them): the sandbox
+re-imports a workflow's package with its module for every run, and importing all five
+here made every run execute all five modules.
+"""

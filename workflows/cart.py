@@ -20,7 +20,6 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     import workflows.cart_facts as facts
@@ -39,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         ATTRIBUTE_ORDER,
         ENTER_JOURNEY,
         EXIT_JOURNEY,
-        RULE_PAUSED_SIGNAL,
         AttributeOrderInput,
         AttributeOrderResult,
         EnterJourneyInput,
@@ -48,12 +46,16 @@ with workflow.unsafe.imports_passed_through():
         JourneyState,
         RulePaused,
     )
-    from contracts.messages import (
+    from contracts.messages import InboundMessageSignal, MessageStatusUpdate
+    from contracts.names import (
+        CART_WORKFLOW,
+        EVENT_SIGNAL,
         INBOUND_SIGNAL,
         MESSAGE_STATUS_SIGNAL,
-        InboundMessageSignal,
-        MessageStatusUpdate,
+        RULE_PAUSED_SIGNAL,
+        STATE_QUERY,
     )
+    from contracts.retry_policies import ACTIVITY_RETRY as _RETRY
     from contracts.rules import CART_ABANDONED, RuleDefinition
     from workflows.journey import JourneyRunner
     from workflows.messaging import Messenger
@@ -61,10 +63,9 @@ with workflow.unsafe.imports_passed_through():
 # Event ids remembered across continue-as-new, to keep ignoring re-deliveries.
 _CARRIED_EVENT_IDS = 1000
 _TIMEOUT = timedelta(seconds=30)
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
-@workflow.defn(name="CartWorkflow")
+@workflow.defn(name=CART_WORKFLOW)
 class CartWorkflow:
     @workflow.init
     def __init__(self, input: StartCartInput) -> None:
@@ -83,7 +84,7 @@ class CartWorkflow:
         self._journey_task: asyncio.Task[None] | None = None
         self._rule: RuleDefinition | None = None
 
-    @workflow.signal(name="event")
+    @workflow.signal(name=EVENT_SIGNAL)
     def event(self, event: CartEvent) -> None:
         # Delivery is at-least-once; the event id makes it effectively once.
         if event.event_id in self._seen:
@@ -106,7 +107,7 @@ class CartWorkflow:
         if journey is not None and journey.rule.rule_id == signal.rule_id:
             self._state.rule_paused = True
 
-    @workflow.query(name="state")
+    @workflow.query(name=STATE_QUERY)
     def state(self) -> CartState:
         return self._state
 

@@ -26,7 +26,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.conditions import evaluate
@@ -44,11 +43,11 @@ with workflow.unsafe.imports_passed_through():
         SentStep,
     )
     from contracts.messages import MessageOutcome, MessageRequest, QuietHours
+    from contracts.retry_policies import ACTIVITY_RETRY
     from contracts.rules import Op, RuleDefinition, Send, compile_steps
     from workflows.journey_split import take_variant
     from workflows.messaging import Messenger, Watch, undelivered
 
-ACTIVITY_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 NUMERIC_EQUALITY_PATCH = "numeric-equality"
 # Journeys that started before it wait out each multi-channel send's fallback window
 # inside the step (Messenger.send); later ones watch beside the sequence.

@@ -17,14 +17,12 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts import search_attributes as sa
     from contracts.journeys import (
         ATTRIBUTE_ORDER,
         EXIT_JOURNEY,
-        RULE_PAUSED_SIGNAL,
         AttributeOrderInput,
         AttributeOrderResult,
         ExitJourneyInput,
@@ -33,23 +31,29 @@ with workflow.unsafe.imports_passed_through():
     )
     from contracts.lifecycle import (
         ENTER_LIFECYCLE,
-        LIFECYCLE_EVENT_SIGNAL,
         EnterLifecycleInput,
         EnterLifecycleResult,
         LifecycleEvent,
         LifecycleInput,
         LifecycleState,
     )
-    from contracts.messages import MESSAGE_STATUS_SIGNAL, MessageStatusUpdate
+    from contracts.messages import MessageStatusUpdate
+    from contracts.names import (
+        EVENT_SIGNAL,
+        LIFECYCLE_WORKFLOW,
+        MESSAGE_STATUS_SIGNAL,
+        RULE_PAUSED_SIGNAL,
+        STATE_QUERY,
+    )
+    from contracts.retry_policies import ACTIVITY_RETRY
     from contracts.rules import RuleDefinition
     from workflows.journey import JourneyRunner
     from workflows.messaging import Messenger
 
 _TIMEOUT = timedelta(seconds=30)
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
-@workflow.defn(name="LifecycleJourney")
+@workflow.defn(name=LIFECYCLE_WORKFLOW)
 class LifecycleJourneyWorkflow:
     @workflow.init
     def __init__(self, input: LifecycleInput) -> None:
@@ -68,7 +72,7 @@ class LifecycleJourneyWorkflow:
         self._rule_paused = False
         self._definition: RuleDefinition | None = None
 
-    @workflow.signal(name=LIFECYCLE_EVENT_SIGNAL)
+    @workflow.signal(name=EVENT_SIGNAL)
     def event(self, event: LifecycleEvent) -> None:
         if event.event_id in self._seen:
             return  # delivery is at-least-once
@@ -90,7 +94,7 @@ class LifecycleJourneyWorkflow:
         if signal.rule_id == self._input.rule_id:
             self._rule_paused = True
 
-    @workflow.query(name="state")
+    @workflow.query(name=STATE_QUERY)
     def state(self) -> LifecycleState:
         return self._state
 
@@ -111,7 +115,7 @@ class LifecycleJourneyWorkflow:
             ),
             result_type=EnterLifecycleResult,
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         if entered.rule is None:
             state.status, state.refused = "not_entered", entered.refused
@@ -142,7 +146,7 @@ class LifecycleJourneyWorkflow:
                 workflow_id=workflow.info().workflow_id, rule_id=input.rule_id, reason=reason
             ),
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         await self._credit_orders(reason)
         state.status = "ended"
@@ -199,7 +203,7 @@ class LifecycleJourneyWorkflow:
                 ),
                 result_type=AttributeOrderResult,
                 start_to_close_timeout=_TIMEOUT,
-                retry_policy=_RETRY,
+                retry_policy=ACTIVITY_RETRY,
             )
             journey = self._state.journey
             if journey is not None:

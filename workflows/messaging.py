@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -35,12 +34,8 @@ with workflow.unsafe.imports_passed_through():
         SendMessageInput,
         SendMessageResult,
     )
+    from contracts.retry_policies import SEND_RETRY
 
-SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-)
 _SETTLED = frozenset({"delivered", "opened", "clicked", "bounced", "failed"})
 _UNDELIVERED = frozenset({"bounced", "failed"})
 

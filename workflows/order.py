@@ -21,26 +21,25 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import workflows.order_words as words
     from contracts import order_money as money
     from contracts import search_attributes as sa
-    from contracts.messages import (
+    from contracts.messages import Channel, InboundMessageSignal, MessageStatusUpdate
+    from contracts.names import (
+        EVENT_SIGNAL,
         INBOUND_SIGNAL,
         MESSAGE_STATUS_SIGNAL,
-        Channel,
-        InboundMessageSignal,
-        MessageStatusUpdate,
+        ORDER_WORKFLOW,
+        STATE_QUERY,
+        TRANSITION_UPDATE,
     )
     from contracts.orders import (
         EVENT_STATUS,
         INVALID_TRANSITION,
-        STATE_QUERY,
         TERMINAL,
-        TRANSITION_UPDATE,
         CancelReason,
         HistoryEntry,
         OrderEvent,
@@ -50,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         StartOrderInput,
         TransitionRequest,
     )
+    from contracts.retry_policies import ACTIVITY_RETRY, PROVIDER_RETRY, SHOP_RETRY
     from workflows.messaging import Messenger
     from workflows.order_checkout import Checkout
     from workflows.order_ended import AFTER_END_PATCH, Ended
@@ -59,18 +59,10 @@ with workflow.unsafe.imports_passed_through():
 
 S = OrderStatus
 _TIMEOUT = timedelta(seconds=60)
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-_PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5)
-)
-# The shop's endpoint may be down for a while: keep trying for days, not minutes.
-_SHOP_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=10), maximum_interval=timedelta(hours=1)
-)
 _UPDATE_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
 
 
-@workflow.defn(name="OrderWorkflow")
+@workflow.defn(name=ORDER_WORKFLOW)
 class OrderWorkflow:
     @workflow.init
     def __init__(self, input: StartOrderInput) -> None:
@@ -85,14 +77,14 @@ class OrderWorkflow:
             record=self._record,
             context=self._order_context,
             timeout=_TIMEOUT,
-            shop_retry=_SHOP_RETRY,
+            shop_retry=SHOP_RETRY,
         )
         self._payments = Payments(
             self._state,
             record=self._record,
             tell_shop=self._notices.tell_shop,
             timeout=_TIMEOUT,
-            retry=_PROVIDER_RETRY,
+            retry=PROVIDER_RETRY,
         )
         self._checkout = Checkout(
             self._state,
@@ -104,7 +96,7 @@ class OrderWorkflow:
             record=self._record,
             publish=self._publish,
             timeout=_TIMEOUT,
-            retry=_RETRY,
+            retry=ACTIVITY_RETRY,
         )
         self._ended = Ended(
             self._state,
@@ -119,7 +111,7 @@ class OrderWorkflow:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    @workflow.signal(name="event")
+    @workflow.signal(name=EVENT_SIGNAL)
     def event(self, event: OrderEvent) -> None:
         self._inbox.event(event)
 

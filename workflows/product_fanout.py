@@ -14,15 +14,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.fanout import FANOUT_BATCH, FanoutBatch
-    from contracts.lifecycle import FANOUT_WORKFLOW, FanoutInput
+    from contracts.fanout import FANOUT_BATCH, FanoutBatch, FanoutInput
+    from contracts.names import FANOUT_WORKFLOW
+    from contracts.retry_policies import ACTIVITY_RETRY
 
 # About a dozen history events per page: some 600 per run.
 PAGES_PER_RUN = 50
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # A page starts a few hundred workflows at most; a minute is plenty, and a stuck attempt is
 # retried rather than waited for.
 _PAGE_TIMEOUT = timedelta(minutes=2)
@@ -46,7 +45,7 @@ class ProductFanout:
                 result_type=FanoutBatch,
                 start_to_close_timeout=_PAGE_TIMEOUT,
                 heartbeat_timeout=_PAGE_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,
-                retry_policy=_RETRY,
+                retry_policy=ACTIVITY_RETRY,
             )
             progress = progress.model_copy(
                 update={"cursor": page.cursor, "notified": progress.notified + page.customers}

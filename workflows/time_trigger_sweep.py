@@ -15,15 +15,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.experiments import EVALUATE_EXPERIMENTS, EvaluateExperimentsResult
-    from services.journeys.time_triggers import (
+    from contracts.names import STATE_QUERY, SWEEP_WORKFLOW
+    from contracts.retry_policies import ACTIVITY_RETRY, FEW_ATTEMPTS
+    from contracts.sweeps import (
         SWEEP_BATCH,
         SWEEP_TARGETS,
-        SWEEP_WORKFLOW,
         SweepBatchInput,
         SweepBatchResult,
         SweepInput,
@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         TargetsResult,
     )
 
-_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # A batch starts up to a few hundred workflows; a stuck attempt is retried, not waited for.
 _BATCH_TIMEOUT = timedelta(minutes=5)
 # A batch's worker that dies is noticed within this (the batch heartbeats), not after the
@@ -57,7 +56,7 @@ class TimeTriggerSweep:
                 TargetsInput(only_rules=progress.only_rules),
                 result_type=TargetsResult,
                 start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=_RETRY,
+                retry_policy=ACTIVITY_RETRY,
             )
             progress.targets = found.targets
         self.progress = progress
@@ -79,7 +78,7 @@ class TimeTriggerSweep:
                 result_type=SweepBatchResult,
                 start_to_close_timeout=_BATCH_TIMEOUT,
                 heartbeat_timeout=_BATCH_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,
-                retry_policy=_RETRY,
+                retry_policy=ACTIVITY_RETRY,
             )
             _add(progress.totals, batch)
             if batch.next_key is None:
@@ -101,12 +100,12 @@ class TimeTriggerSweep:
                 EVALUATE_EXPERIMENTS,
                 result_type=EvaluateExperimentsResult,
                 start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                retry_policy=FEW_ATTEMPTS,
             )
         except ActivityError as error:
             workflow.logger.warning("experiments not judged this sweep: %s", error.cause)
 
-    @workflow.query
+    @workflow.query(name=STATE_QUERY)
     def state(self) -> SweepInput:
         return self.progress
 

@@ -27,8 +27,8 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.carts import CartResult, CartStatus
-from contracts.orders import AFTER_END, STATE_QUERY, OrderResult, OrderState, StartOrderInput
-from services.intake.routing import CART_WORKFLOW, ORDER_WORKFLOW
+from contracts.names import CART_WORKFLOW, ORDER_WORKFLOW, STATE_QUERY
+from contracts.orders import AFTER_END, OrderResult, OrderState, StartOrderInput
 
 DELIVERED_TO_CLOSED = "delivered_to_closed"
 # Workflow types whose deliveries are judged here when their workflow has ended; the others

@@ -24,14 +24,9 @@ from contracts import search_attributes as sa
 from contracts import workflow_ids
 from contracts.conditions import evaluate
 from contracts.events import OrderDelivered, OrderPlaced
-from contracts.lifecycle import (
-    FANOUT_WORKFLOW,
-    LIFECYCLE_EVENT_SIGNAL,
-    LIFECYCLE_WORKFLOW,
-    FanoutInput,
-    LifecycleEvent,
-    LifecycleInput,
-)
+from contracts.fanout import FanoutInput
+from contracts.lifecycle import LifecycleEvent, LifecycleInput
+from contracts.names import EVENT_SIGNAL, FANOUT_WORKFLOW, LIFECYCLE_WORKFLOW
 from contracts.rules import FANOUT_TRIGGERS, RuleDefinition
 from db.models import Event, JourneyEntry, Rule, RuleVersion
 from services.customers import profiles as customer_profiles
@@ -231,7 +226,7 @@ async def _tell_order(session: AsyncSession, event: OrderPlaced) -> list[Route]:
             workflow_type=LIFECYCLE_WORKFLOW,
             kind="signal",
             signal_payload=signal,
-            signal_name=LIFECYCLE_EVENT_SIGNAL,
+            signal_name=EVENT_SIGNAL,
         )
         for workflow_id in journeys
     ]

@@ -34,14 +34,12 @@ from contracts.events import (
     PaymentFailed,
     PaymentRefunded,
 )
+from contracts.names import CART_WORKFLOW, EVENT_SIGNAL, ORDER_WORKFLOW
 from contracts.orders import OrderEvent, OrderLine, PlacedOrder, StartOrderInput
 
-CART_WORKFLOW = "CartWorkflow"
-ORDER_WORKFLOW = "OrderWorkflow"
 _ORDER_PROGRESS = (
     OrderPacked | OrderShipped | OrderOutForDelivery | OrderDelivered | OrderCancelled | OrderRto
 )
-EVENT_SIGNAL = "event"
 
 
 @dataclass(frozen=True)

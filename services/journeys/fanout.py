@@ -22,7 +22,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from contracts.lifecycle import FanoutInput, JourneyStart
+from contracts.fanout import FanoutInput
+from contracts.lifecycle import JourneyStart
 from db.models import BackInStockSubscription, ProductInterest, Rule
 from services.journeys.starts import claim_and_start
 

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import search_attributes as sa
 from contracts.errors import Conflict, NotFound, Unprocessable
-from contracts.journeys import RULE_PAUSED_SIGNAL, RulePaused
+from contracts.journeys import RulePaused
+from contracts.names import RULE_PAUSED_SIGNAL
 from contracts.rules import RuleDefinition, durations_too_long, send_steps
 from db.models import Rule, RuleAudit, RuleVersion
 from services.delivery import outbox

@@ -27,7 +27,8 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from config.settings import Settings
-from services.journeys.time_triggers import SWEEP_WORKFLOW, SweepInput
+from contracts.names import SWEEP_WORKFLOW
+from contracts.sweeps import SweepInput
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from contracts import search_attributes as sa
-from contracts.lifecycle import LIFECYCLE_WORKFLOW, JourneyStart
+from contracts.lifecycle import JourneyStart
+from contracts.names import LIFECYCLE_WORKFLOW
 from db.models import JourneyClaim
 
 _CONCURRENT_STARTS = 20

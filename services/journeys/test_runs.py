@@ -21,9 +21,11 @@ from temporalio.service import RPCError
 
 from config.settings import Settings
 from contracts import search_attributes as sa
+from contracts import workflow_ids
 from contracts.carts import CartEvent, CartItem, CartSnapshot, StartCartInput
 from contracts.errors import Conflict, NotFound, ServiceUnavailable
-from contracts.lifecycle import LIFECYCLE_WORKFLOW, LifecycleInput
+from contracts.lifecycle import LifecycleInput
+from contracts.names import CART_WORKFLOW, EVENT_SIGNAL, LIFECYCLE_WORKFLOW
 from contracts.rules import RuleDefinition
 from db.models import Customer, Rule
 from services.journeys import rules
@@ -89,14 +91,14 @@ async def start(
         customer_id=customer_id,
         snapshot=snapshot,
     )
-    workflow_id = f"cart/{cart_id}"
+    workflow_id = workflow_ids.cart(cart_id)
     try:
         await temporal.start_workflow(
-            "CartWorkflow",
+            CART_WORKFLOW,
             start,
             id=workflow_id,
             task_queue=settings.temporal_task_queue,
-            start_signal="event",
+            start_signal=EVENT_SIGNAL,
             start_signal_args=[signal],
             search_attributes=TypedSearchAttributes(
                 [

@@ -15,13 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import search_attributes as sa
 from contracts.fields import unix_instant
-from contracts.messages import (
-    INBOUND_SIGNAL,
-    MESSAGE_STATUS_SIGNAL,
-    Channel,
-    InboundMessageSignal,
-    MessageStatusUpdate,
-)
+from contracts.messages import Channel, InboundMessageSignal, MessageStatusUpdate
+from contracts.names import INBOUND_SIGNAL, MESSAGE_STATUS_SIGNAL
 from db.models import InboundMessage, Message, MessageEvent, Suppression
 from services.delivery import outbox
 from services.messaging import suppressions

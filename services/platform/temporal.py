@@ -16,7 +16,7 @@ from temporalio.service import RetryConfig, RPCError, TLSConfig
 
 from config.settings import Settings
 from contracts import search_attributes
-from services.intake.routing import ORDER_WORKFLOW
+from contracts.names import ORDER_WORKFLOW
 from services.platform.payload_codec import data_converter
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,36 @@
+"""The names Temporal knows Sutra's workflows by: workflow types, signals, queries, updates.
+
+Defined here and nowhere else, so the workflow that declares a handler and the service that
+starts, signals, queries or updates it cannot drift apart. The values are part of every
+recorded history, every ``event_routes`` row waiting for the dispatcher and every Schedule
+on the server: renaming one strands the runs, routes and schedules that carry the old name.
+A new name is a new constant here; an existing value never changes.
+"""
+
+from __future__ import annotations
+
+# --- workflow types -----------------------------------------------------------------------
+
+CART_WORKFLOW = "CartWorkflow"
+ORDER_WORKFLOW = "OrderWorkflow"
+LIFECYCLE_WORKFLOW = "LifecycleJourney"
+FANOUT_WORKFLOW = "ProductFanout"
+SWEEP_WORKFLOW = "TimeTriggerSweep"
+
+# --- signals --------------------------------------------------------------------------------
+
+# A routed event: a cart and an order take an ``Event``-shaped payload (services/intake/
+# routing.py), a lifecycle journey a ``LifecycleEvent``.
+EVENT_SIGNAL = "event"
+MESSAGE_STATUS_SIGNAL = "message_status"
+INBOUND_SIGNAL = "inbound_message"
+RULE_PAUSED_SIGNAL = "rule_paused"
+
+# --- queries --------------------------------------------------------------------------------
+
+# Every Sutra workflow answers it with its state model (CartState, OrderState, ...).
+STATE_QUERY = "state"
+
+# --- updates --------------------------------------------------------------------------------
+
+TRANSITION_UPDATE = "transition"
