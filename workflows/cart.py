@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RULE_PAUSED_SIGNAL,
         STATE_QUERY,
     )
-    from contracts.retry_policies import ACTIVITY_RETRY as _RETRY
+    from contracts.retry_policies import ACTIVITY_RETRY
     from contracts.rules import CART_ABANDONED, RuleDefinition
     from workflows.journey import JourneyRunner
     from workflows.messaging import Messenger
@@ -174,7 +174,7 @@ class CartWorkflow:
             ),
             result_type=PrepareCartResult,
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         if found.abandon_after is not None:
             self._state.idle_after = found.abandon_after / self._input.time_scale
@@ -222,7 +222,7 @@ class CartWorkflow:
             ),
             result_type=EnterJourneyResult,
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         if entered.rule is None:
             state.entry_checked_for = state.last_activity_at  # no rule admits it, yet
@@ -264,7 +264,7 @@ class CartWorkflow:
                 reason=reason,
             ),
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         if reason == "ordered" and state.ordered_elsewhere:
             await self._attribute(state.ordered_elsewhere, cart_id=None)
@@ -315,7 +315,7 @@ class CartWorkflow:
             ),
             result_type=AttributeOrderResult,
             start_to_close_timeout=_TIMEOUT,
-            retry_policy=_RETRY,
+            retry_policy=ACTIVITY_RETRY,
         )
         journey.attributed_order = order_id
 

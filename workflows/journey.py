@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from temporalio import workflow
 
@@ -45,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import MessageOutcome, MessageRequest, QuietHours
     from contracts.retry_policies import ACTIVITY_RETRY
     from contracts.rules import Op, RuleDefinition, Send, compile_steps
+    from contracts.time_zones import resolve_zone
     from workflows.journey_split import take_variant
     from workflows.messaging import Messenger, Watch, undelivered
 
@@ -57,10 +57,7 @@ _REACHED = frozenset({"sent", "delivered"})
 
 def until_local(now: datetime, at: time, zone_name: str) -> timedelta:
     """How long until the next ``at`` o'clock in the customer's zone."""
-    try:
-        zone = ZoneInfo(zone_name)
-    except Exception:
-        zone = ZoneInfo("UTC")
+    zone = resolve_zone(zone_name, falls_back_on=(Exception,))
     local = now.astimezone(zone)
     target = datetime.combine(local.date(), at, tzinfo=zone)
     if target <= local:
