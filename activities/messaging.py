@@ -15,7 +15,8 @@ from contracts.messages import (
     SendMessageInput,
     SendMessageResult,
 )
-from services.messaging.send import AwaitingProvider, Messaging
+from services.messaging.ledger import AwaitingProvider
+from services.messaging.send import Messaging
 
 # "Retry-After: 0" (or a date already past) still gets a breath between attempts.
 MIN_RETRY_DELAY = timedelta(seconds=1)

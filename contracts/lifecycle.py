@@ -12,10 +12,6 @@ from pydantic import BaseModel, Field
 from contracts import workflow_ids
 from contracts.journeys import JourneyState, PinnedRule
 
-# Re-exported for services/customers/privacy.py only, which is being rewritten on another
-# branch; its import moves to contracts.names at the merge and this line goes.
-from contracts.names import LIFECYCLE_WORKFLOW as LIFECYCLE_WORKFLOW
-
 ENTER_LIFECYCLE = "enter_lifecycle"
 
 

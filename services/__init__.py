@@ -1,1 +1,3 @@
-"""Business logic shared by the API, the dispatcher and activities. Services never commit."""
+"""Business logic shared by the API, the dispatcher and activities. Services take the
+caller's session and never commit, except the few named in CONTRIBUTING.md ("Sessions and
+transactions") that own their transactions and say why in their docstrings."""

@@ -44,39 +44,30 @@ retention period ends them.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, false, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts import search_attributes as sa
-from contracts.lifecycle import LIFECYCLE_WORKFLOW
+from contracts.names import CART_WORKFLOW, LIFECYCLE_WORKFLOW
 from db.models import (
     Attribution,
     BackInStockSubscription,
-    Base,
     ConsentChange,
     Coupon,
     Customer,
     CustomerStats,
     Event,
-    EventRoute,
     InboundMessage,
     JourneyClaim,
     JourneyEntry,
     Message,
-    MessageEvent,
     PaymentLink,
     ProductInterest,
     ProductPurchase,
@@ -84,78 +75,194 @@ from db.models import (
     SplitAssignment,
     Suppression,
 )
-from services.customers.profiles import PROFILE_FIELDS, customer_context
-from services.intake.routing import CART_WORKFLOW
+from services.customers.privacy_tables import (
+    ERASED_REASON,
+    Delete,
+    Found,
+    Keep,
+    Overwrite,
+    Scope,
+    Table,
+    erase_events,
+    erase_messages,
+    erase_profile,
+    erase_suppressions,
+    events_of,
+    export_computed,
+    export_messages,
+    hashed_address,
+    row,
+    rowcount,
+    scope_of,
+)
+
+__all__ = ["Erasure", "end_journeys", "erase", "export", "hashed_address", "summary"]
 
 log = logging.getLogger("sutra.privacy")
 
-CHANNELS = ("email", "sms", "whatsapp")
-ERASED_REASON = "customer erased"
 # The workflows that are journeys about the customer; orders are fulfilment and go on.
 JOURNEY_WORKFLOWS = (CART_WORKFLOW, LIFECYCLE_WORKFLOW)
 
 
-def _row(obj: Base) -> dict[str, Any]:
-    return {attr.key: _plain(getattr(obj, attr.key)) for attr in obj.__mapper__.column_attrs}
+def _of_customer(column: Any) -> Found:
+    return lambda scope: column == scope.customer_id
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
+def _of_orders(column: Any) -> Found:
+    return lambda scope: column.in_(scope.orders) if scope.orders else false()
 
 
-def hashed_address(secret: str, channel: str, address: str) -> str:
-    """The keyed hash an erased address is remembered by (emails compare lower-case,
-    phones without a ``whatsapp:`` prefix, as suppressions do)."""
-    normal = address.strip().lower() if channel == "email" else address.strip()
-    normal = normal.removeprefix("whatsapp:")
-    digest = hmac.new(secret.encode(), f"{channel}:{normal}".encode(), hashlib.sha256)
-    return "hmac-sha256:" + digest.hexdigest()
+def _inbound(scope: Scope) -> ColumnElement[bool]:
+    filters = [InboundMessage.customer_id == scope.customer_id]
+    if scope.phone:
+        filters.append(InboundMessage.from_address.in_(_phone_forms(scope.phone)))
+    return or_(*filters)
 
 
-def _addresses(customer: Customer) -> dict[str, str]:
-    """Their suppression addresses per channel."""
-    out: dict[str, str] = {}
-    if customer.email:
-        out["email"] = customer.email.strip().lower()
-    if customer.phone:
-        out["sms"] = customer.phone.strip()
-        out["whatsapp"] = customer.phone.strip()
-    return out
+def _suppressions(scope: Scope) -> ColumnElement[bool]:
+    filters = [Suppression.customer_id == scope.customer_id]
+    for channel, address in scope.addresses.items():
+        filters.append((Suppression.channel == channel) & (Suppression.address == address))
+    return or_(*filters)
 
 
-async def _order_ids(session: AsyncSession, customer_id: str) -> list[str]:
-    ids: set[str] = set()
-    ids.update(
-        await session.scalars(
-            select(Event.order_id).where(
-                Event.customer_id == customer_id, Event.order_id.is_not(None)
-            )
-        )
-    )
-    ids.update(
-        await session.scalars(
-            select(ProductPurchase.order_id).where(ProductPurchase.customer_id == customer_id)
-        )
-    )
-    ids.update(
-        await session.scalars(
-            select(Attribution.order_id).where(Attribution.customer_id == customer_id)
-        )
-    )
-    return sorted(i for i in ids if i)
+def _phone_forms(phone: str) -> list[str]:
+    return [phone, f"whatsapp:{phone}"]
 
 
-def _phone_forms(phone: str | None) -> list[str]:
-    return [phone, f"whatsapp:{phone}"] if phone else []
+def _erased_from(scope: Scope) -> dict[str, Any]:
+    phone = scope.phone
+    return {
+        "body": "",
+        "keyword": None,
+        "from_address": (hashed_address(scope.secret, "sms", phone)[:64] if phone else "erased"),
+    }
 
 
-# Export.
+# Every table holding a customer's data, in the export's order, which erasure follows too:
+# the profile becomes a tombstone first, the others are found by what Scope read before.
+TABLES: list[Table] = [
+    Table("profile", Customer, _of_customer(Customer.id), (), erase_profile, one=True),
+    Table(
+        "consent_history",
+        ConsentChange,
+        _of_customer(ConsentChange.customer_id),
+        (ConsentChange.occurred_at, ConsentChange.id),
+        Keep(),  # the record of lawful basis; the tombstone adds a withdrawal per channel
+    ),
+    # What segments and conditions read about them, computed from the tables.
+    Table("computed", Customer, _of_customer(Customer.id), (), Keep(), export=export_computed),
+    Table(
+        "stats",
+        CustomerStats,
+        _of_customer(CustomerStats.customer_id),
+        (),
+        Overwrite(lambda _: {"city": None}),
+        one=True,
+    ),
+    Table("events", Event, events_of, (Event.occurred_at, Event.id), erase_events),
+    Table(
+        "messages",
+        Message,
+        _of_customer(Message.customer_id),
+        (),
+        erase_messages,
+        export=export_messages,
+    ),
+    Table(
+        "inbound_messages",
+        InboundMessage,
+        _inbound,
+        (InboundMessage.id,),
+        Overwrite(_erased_from, count="inbound_messages"),
+    ),
+    Table(
+        "coupons",
+        Coupon,
+        _of_customer(Coupon.customer_id),
+        (Coupon.created_at,),
+        # Bound to them, kept for analytics; one they could still use is revoked.
+        Overwrite(
+            lambda scope: {
+                "status": "revoked",
+                "revoked_at": scope.at,
+                "revoke_reason": ERASED_REASON,
+            },
+            only=lambda _: Coupon.status == "active",
+            count="coupons_revoked",
+        ),
+    ),
+    Table(
+        "journey_entries",
+        JourneyEntry,
+        _of_customer(JourneyEntry.customer_id),
+        (JourneyEntry.entered_at, JourneyEntry.id),
+        # Journeys that will not end by themselves (their workflows are terminated after).
+        Overwrite(
+            lambda scope: {"exited_at": scope.at, "exit_reason": "erased"},
+            only=lambda _: JourneyEntry.exited_at.is_(None),
+            count="journey_entries_ended",
+        ),
+    ),
+    Table(
+        "journey_claims",
+        JourneyClaim,
+        _of_customer(JourneyClaim.customer_id),
+        (JourneyClaim.claimed_at,),
+        Keep(),
+    ),
+    Table(
+        "split_assignments",
+        SplitAssignment,
+        _of_customer(SplitAssignment.customer_id),
+        (SplitAssignment.assigned_at,),
+        Keep(),  # variant results
+    ),
+    Table(
+        "attributions",
+        Attribution,
+        _of_customer(Attribution.customer_id),
+        (Attribution.ordered_at,),
+        Keep(),  # revenue; its coupon code is random
+    ),
+    Table(
+        "purchases",
+        ProductPurchase,
+        _of_customer(ProductPurchase.customer_id),
+        (ProductPurchase.purchased_at, ProductPurchase.sku),
+        # Co-purchase counts stay; no replenishment reminder is due any more.
+        Overwrite(lambda _: {"replenish_due_at": None}),
+    ),
+    Table(
+        "product_interests",
+        ProductInterest,
+        _of_customer(ProductInterest.customer_id),
+        (ProductInterest.last_at,),
+        Delete(count="product_interests"),
+    ),
+    Table(
+        "back_in_stock_subscriptions",
+        BackInStockSubscription,
+        _of_customer(BackInStockSubscription.customer_id),
+        (BackInStockSubscription.subscribed_at,),
+        Delete(count="back_in_stock_subscriptions"),
+    ),
+    Table(
+        "payment_links",
+        PaymentLink,
+        _of_orders(PaymentLink.order_id),
+        (PaymentLink.created_at,),
+        Keep(),
+    ),
+    Table("refunds", Refund, _of_orders(Refund.order_id), (Refund.created_at,), Keep()),
+    Table(
+        "suppressions",
+        Suppression,
+        _suppressions,
+        (Suppression.id,),
+        erase_suppressions,
+    ),
+]
 
 
 async def export(session: AsyncSession, customer_id: str) -> dict[str, Any] | None:
@@ -163,123 +270,25 @@ async def export(session: AsyncSession, customer_id: str) -> dict[str, Any] | No
     customer = await session.get(Customer, customer_id)
     if customer is None:
         return None
-    orders = await _order_ids(session, customer_id)
-    addresses = _addresses(customer)
-
-    async def rows(query: Any) -> list[dict[str, Any]]:
-        return [_row(r) for r in await session.scalars(query)]
-
-    messages = list(
-        await session.scalars(
-            select(Message)
-            .where(Message.customer_id == customer_id)
-            .order_by(Message.created_at, Message.id)
-        )
-    )
-    events_by_message: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    if messages:
-        for report in await session.scalars(
-            select(MessageEvent)
-            .where(MessageEvent.message_id.in_([m.id for m in messages]))
-            .order_by(MessageEvent.occurred_at, MessageEvent.id)
-        ):
-            assert report.message_id is not None
-            events_by_message.setdefault(report.message_id, []).append(_row(report))
-
-    inbound_filter = [InboundMessage.customer_id == customer_id]
-    if customer.phone:
-        inbound_filter.append(InboundMessage.from_address.in_(_phone_forms(customer.phone)))
-    suppression_filter = [Suppression.customer_id == customer_id]
-    for channel, address in addresses.items():
-        suppression_filter.append(
-            (Suppression.channel == channel) & (Suppression.address == address)
-        )
-
-    stats = await session.get(CustomerStats, customer_id)
-    computed = await customer_context(session, customer_id)
-    return {
+    them = await scope_of(session, customer, datetime.now(UTC))
+    data: dict[str, Any] = {
         "customer_id": customer_id,
-        "exported_at": datetime.now(UTC).isoformat(),
+        "exported_at": them.at.isoformat(),
         "erased_at": (customer.fields_as_of or {}).get("erased_at"),
-        "profile": _row(customer),
-        "consent_history": await rows(
-            select(ConsentChange)
-            .where(ConsentChange.customer_id == customer_id)
-            .order_by(ConsentChange.occurred_at, ConsentChange.id)
-        ),
-        "computed": json.loads(json.dumps(computed, default=_plain)),
-        "stats": _row(stats) if stats is not None else None,
-        "events": await rows(
-            select(Event)
-            .where(
-                or_(
-                    Event.customer_id == customer_id,
-                    Event.order_id.in_(orders) if orders else false(),
-                )
-            )
-            .order_by(Event.occurred_at, Event.id)
-        ),
-        "messages": [{**_row(m), "events": events_by_message.get(m.id, [])} for m in messages],
-        "inbound_messages": await rows(
-            select(InboundMessage).where(or_(*inbound_filter)).order_by(InboundMessage.id)
-        ),
-        "coupons": await rows(
-            select(Coupon).where(Coupon.customer_id == customer_id).order_by(Coupon.created_at)
-        ),
-        "journey_entries": await rows(
-            select(JourneyEntry)
-            .where(JourneyEntry.customer_id == customer_id)
-            .order_by(JourneyEntry.entered_at, JourneyEntry.id)
-        ),
-        "journey_claims": await rows(
-            select(JourneyClaim)
-            .where(JourneyClaim.customer_id == customer_id)
-            .order_by(JourneyClaim.claimed_at)
-        ),
-        "split_assignments": await rows(
-            select(SplitAssignment)
-            .where(SplitAssignment.customer_id == customer_id)
-            .order_by(SplitAssignment.assigned_at)
-        ),
-        "attributions": await rows(
-            select(Attribution)
-            .where(Attribution.customer_id == customer_id)
-            .order_by(Attribution.ordered_at)
-        ),
-        "purchases": await rows(
-            select(ProductPurchase)
-            .where(ProductPurchase.customer_id == customer_id)
-            .order_by(ProductPurchase.purchased_at, ProductPurchase.sku)
-        ),
-        "product_interests": await rows(
-            select(ProductInterest)
-            .where(ProductInterest.customer_id == customer_id)
-            .order_by(ProductInterest.last_at)
-        ),
-        "back_in_stock_subscriptions": await rows(
-            select(BackInStockSubscription)
-            .where(BackInStockSubscription.customer_id == customer_id)
-            .order_by(BackInStockSubscription.subscribed_at)
-        ),
-        "payment_links": await rows(
-            select(PaymentLink)
-            .where(PaymentLink.order_id.in_(orders))
-            .order_by(PaymentLink.created_at)
-        )
-        if orders
-        else [],
-        "refunds": await rows(
-            select(Refund).where(Refund.order_id.in_(orders)).order_by(Refund.created_at)
-        )
-        if orders
-        else [],
-        "suppressions": await rows(
-            select(Suppression).where(or_(*suppression_filter)).order_by(Suppression.id)
-        ),
     }
+    for table in TABLES:
+        data[table.key] = await _export(session, them, table)
+    return data
 
 
-# Erasure.
+async def _export(session: AsyncSession, them: Scope, table: Table) -> Any:
+    if table.export is not None:
+        return await table.export(session, them)
+    query = select(table.model).where(table.found(them))
+    if table.one:
+        found = await session.scalar(query)
+        return row(found) if found is not None else None
+    return [row(r) for r in await session.scalars(query.order_by(*table.order_by))]
 
 
 @dataclass
@@ -290,58 +299,6 @@ class Erasure:
     journeys_terminated: list[str] = field(default_factory=list)
 
 
-def _scrub(value: Any, needles: list[str]) -> tuple[Any, bool]:
-    """``value`` with every string containing one of ``needles`` (case-insensitively)
-    replaced by None; and whether anything changed."""
-    if isinstance(value, str):
-        low = value.lower()
-        return (None, True) if any(n in low for n in needles) else (value, False)
-    if isinstance(value, dict):
-        changed = False
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            new, hit = _scrub(item, needles)
-            out[key] = new
-            changed |= hit
-        return out, changed
-    if isinstance(value, list):
-        items = [_scrub(item, needles) for item in value]
-        return [i for i, _ in items], any(hit for _, hit in items)
-    return value, False
-
-
-def _needles(customer: Customer) -> list[str]:
-    out = []
-    for value in (customer.email, customer.phone, customer.name):
-        if value and len(value.strip()) >= 3:
-            out.append(value.strip().lower())
-    if customer.phone:
-        out.append(customer.phone.strip().lstrip("+").lower())
-    return out
-
-
-def _scrub_event_payload(payload: dict[str, Any], customer_id: str, needles: list[str]) -> Any:
-    out = dict(payload)
-    if isinstance(out.get("customer"), dict):
-        out["customer"] = {"id": customer_id}
-    data = out.get("data")
-    if isinstance(data, dict):
-        data = dict(data)
-        shipping = data.get("shipping")
-        if isinstance(shipping, dict):
-            data["shipping"] = {k: v for k, v in shipping.items() if k == "country"}
-        for key in ("city", "postal_code", "address", "address1", "address2", "name", "email"):
-            data.pop(key, None)
-        out["data"] = data
-    scrubbed, _ = _scrub(out, needles)
-    return scrubbed
-
-
-def _canonical_sha256(payload: Any) -> str:
-    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 async def erase(
     session: AsyncSession, customer_id: str, *, secret: str, now: datetime | None = None
 ) -> Erasure | None:
@@ -350,181 +307,27 @@ async def erase(
     customer = await session.get(Customer, customer_id, with_for_update=True)
     if customer is None:
         return None
-    at = now or datetime.now(UTC)
-    result = Erasure(customer_id=customer_id, erased_at=at)
-    counts = result.counts
-    needles = _needles(customer)
-    addresses = _addresses(customer)
-    phone = customer.phone
-    orders = await _order_ids(session, customer_id)
+    them = await scope_of(session, customer, now or datetime.now(UTC), secret)
+    for table in TABLES:
+        await _erase(session, them, table)
+    return Erasure(customer_id=customer_id, erased_at=them.at, counts=them.counts)
 
-    # Events: the customer block, shipping details, any other copy of their identity.
-    event_filter = or_(
-        Event.customer_id == customer_id,
-        Event.order_id.in_(orders) if orders else false(),
-    )
-    events = list(await session.scalars(select(Event).where(event_filter).with_for_update()))
-    event_ids = []
-    for event in events:
-        cleaned = _scrub_event_payload(event.payload, customer_id, needles)
-        if cleaned != event.payload:
-            event.payload = cleaned
-            event.payload_sha256 = _canonical_sha256(cleaned)
-            event_ids.append(event.id)
-    counts["events"] = len(event_ids)
-    # Their deliveries towards Temporal that are done (pending ones still carry work).
-    routes = 0
-    if events and needles:
-        for route in await session.scalars(
-            select(EventRoute).where(
-                EventRoute.event_id.in_([e.id for e in events]),
-                EventRoute.status != "pending",
-            )
-        ):
-            payload, hit1 = _scrub(route.signal_payload, needles)
-            start, hit2 = _scrub(route.start_input, needles)
-            if hit1 or hit2:
-                route.signal_payload = payload
-                route.start_input = start
-                routes += 1
-    counts["event_routes"] = routes
 
-    # Messages: keep what analytics count, drop what was said and to whom.
-    messages = list(
-        await session.scalars(select(Message.id).where(Message.customer_id == customer_id))
-    )
-    if messages:
-        await session.execute(
-            update(Message)
-            .where(Message.id.in_(messages))
-            .values(
-                to=None,
-                subject=None,
-                body=None,
-                html=None,
-                details={},
-                reason=None,
-                error_message=None,
-            )
-        )
-        reports = await session.execute(
-            update(MessageEvent).where(MessageEvent.message_id.in_(messages)).values(payload={})
-        )
-        counts["message_events"] = int(reports.rowcount or 0)  # type: ignore[attr-defined]
-    counts["messages"] = len(messages)
-
-    # Their replies.
-    inbound_filter = [InboundMessage.customer_id == customer_id]
-    if phone:
-        inbound_filter.append(InboundMessage.from_address.in_(_phone_forms(phone)))
-    inbound = await session.execute(
-        update(InboundMessage)
-        .where(or_(*inbound_filter))
-        .values(
-            body="",
-            keyword=None,
-            from_address=(hashed_address(secret, "sms", phone)[:64] if phone else "erased"),
-        )
-    )
-    counts["inbound_messages"] = int(inbound.rowcount or 0)  # type: ignore[attr-defined]
-
-    # Coupons: bound to them, kept for analytics; one they could still use is revoked.
-    revoked = await session.execute(
-        update(Coupon)
-        .where(Coupon.customer_id == customer_id, Coupon.status == "active")
-        .values(status="revoked", revoked_at=at, revoke_reason=ERASED_REASON)
-    )
-    counts["coupons_revoked"] = int(revoked.rowcount or 0)  # type: ignore[attr-defined]
-
-    # What they looked at and asked for.
-    interests = await session.execute(
-        delete(ProductInterest).where(ProductInterest.customer_id == customer_id)
-    )
-    counts["product_interests"] = int(interests.rowcount or 0)  # type: ignore[attr-defined]
-    subscriptions = await session.execute(
-        delete(BackInStockSubscription).where(BackInStockSubscription.customer_id == customer_id)
-    )
-    counts["back_in_stock_subscriptions"] = int(subscriptions.rowcount or 0)  # type: ignore[attr-defined]
-    await session.execute(
-        update(ProductPurchase)
-        .where(ProductPurchase.customer_id == customer_id)
-        .values(replenish_due_at=None)
-    )
-    await session.execute(
-        update(CustomerStats).where(CustomerStats.customer_id == customer_id).values(city=None)
-    )
-
-    # Journeys that will not end by themselves (their workflows are terminated below).
-    ended = await session.execute(
-        update(JourneyEntry)
-        .where(JourneyEntry.customer_id == customer_id, JourneyEntry.exited_at.is_(None))
-        .values(exited_at=at, exit_reason="erased")
-    )
-    counts["journey_entries_ended"] = int(ended.rowcount or 0)  # type: ignore[attr-defined]
-
-    # Suppressions: the address only as a keyed hash; and "erased" on every channel.
-    suppressions = 0
-    for channel, address in addresses.items():
-        hashed = hashed_address(secret, channel, address)
-        rows = list(
-            await session.scalars(
-                select(Suppression).where(
-                    Suppression.channel == channel,
-                    or_(Suppression.address == address, Suppression.customer_id == customer_id),
-                    ~Suppression.address.startswith("hmac-sha256:"),
-                )
-            )
-        )
-        for row in rows:
-            row.address = hashed_address(secret, channel, row.address)
-            row.detail = None
-            suppressions += 1
-        await session.flush()
-        await session.execute(
-            insert(Suppression)
-            .values(
-                channel=channel,
-                address=hashed,
-                scope="marketing",
-                reason="erased",
-                source="privacy",
-                customer_id=customer_id,
-            )
-            .on_conflict_do_nothing(
-                index_elements=["channel", "address", "scope"],
-                index_where=Suppression.lifted_at.is_(None),
-            )
-        )
-    await session.execute(
-        update(Suppression).where(Suppression.customer_id == customer_id).values(detail=None)
-    )
-    counts["suppressions_hashed"] = suppressions
-
-    # The profile: a tombstone no older event can refill.
-    for channel in CHANNELS:
-        previous = getattr(customer, f"consent_{channel}")
-        if previous:
-            session.add(
-                ConsentChange(
-                    customer_id=customer_id,
-                    channel=channel,
-                    granted=False,
-                    previous=previous,
-                    source="erasure",
-                    occurred_at=at,
-                )
-            )
-        setattr(customer, f"consent_{channel}", False)
-    for name in ("email", "phone", "name", "birthday"):
-        setattr(customer, name, None)
-    customer.attributes = {}
-    stamp = at.isoformat()
-    as_of = dict.fromkeys(PROFILE_FIELDS, stamp)
-    as_of.update({f"consent.{channel}": stamp for channel in CHANNELS})
-    as_of["erased_at"] = stamp
-    customer.fields_as_of = as_of
-    await session.flush()
-    return result
+async def _erase(session: AsyncSession, them: Scope, table: Table) -> None:
+    action = table.erase
+    if isinstance(action, Keep):
+        return
+    if isinstance(action, Delete):
+        done = await rowcount(session, delete(table.model).where(table.found(them)))
+    elif isinstance(action, Overwrite):
+        where = [table.found(them)] + ([action.only(them)] if action.only else [])
+        statement = update(table.model).where(*where).values(action.values(them))
+        done = await rowcount(session, statement)
+    else:
+        await action(session, them)
+        return
+    if action.count is not None:
+        them.counts[action.count] = done
 
 
 async def end_journeys(temporal: Client, customer_id: str) -> list[str]:

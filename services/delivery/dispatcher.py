@@ -5,6 +5,12 @@ whether or not Temporal is up. This loop then signals (or signal-with-starts) ea
 workflow. One process at a time leads (a PostgreSQL advisory lock), so per-workflow
 order holds with any number of API replicas. A crash between delivery and bookkeeping
 re-delivers; workflows ignore event ids they have already seen.
+
+Owns its transactions: it is a loop with no caller to hand it a unit of work, and each
+batch is read, delivered to Temporal outside any transaction, then its bookkeeping
+committed in one (``dispatch_once`` → ``_record``), so no row lock is held while Temporal
+is called. It is constructed with the sessionmaker; leadership is a session-level advisory
+lock on a connection of its own.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ rows locked, so a second ``product.back_in_stock`` for the same product (the pro
 flapped out of and into stock) running at the same time can never take them too. The
 taken rows stay in this event's audience (``notified_event_id`` is this event), so a retry
 after a crash between the mark and the starts finds and starts them.
+
+Owns its transactions: a page is taken and committed before its journeys are claimed and
+started (``claim_and_start`` commits those in steps of its own), so no other event can take
+the page's subscribers once their journeys may have started, and no row lock is held while
+Temporal is called. It takes the sessionmaker, not a session; its one commit is the named
+step ``_take_page``.
 """
 
 from __future__ import annotations
@@ -111,15 +117,7 @@ async def run_page(
     now: datetime,
 ) -> Page:
     """Start the journeys of the page after ``input.cursor``."""
-    async with sessionmaker() as session, session.begin():
-        rules = await active_rules(session, input.trigger)
-        if not rules:
-            # Nobody would be told: leave the subscriptions waiting for a rule.
-            return Page(cursor=None, customers=0, journeys=0)
-        if input.trigger == BACK_IN_STOCK:
-            customers = await _take_subscribers(session, input, limit, now)
-        else:
-            customers = await _interested(session, input, limit)
+    rules, customers = await _take_page(sessionmaker, input, limit, now)
     if not customers:
         return Page(cursor=None, customers=0, journeys=0)
     starts = [
@@ -136,3 +134,18 @@ async def run_page(
     ]
     await claim_and_start(client, sessionmaker, task_queue, starts)
     return Page(cursor=customers[-1], customers=len(customers), journeys=len(starts))
+
+
+async def _take_page(
+    sessionmaker: async_sessionmaker[AsyncSession], input: FanoutInput, limit: int, now: datetime
+) -> tuple[list[str], list[str]]:
+    """The active rules and the page's customers (subscribers taken for this event),
+    committed."""
+    async with sessionmaker() as session, session.begin():
+        rules = await active_rules(session, input.trigger)
+        if not rules:
+            # Nobody would be told: leave the subscriptions waiting for a rule.
+            return [], []
+        if input.trigger == BACK_IN_STOCK:
+            return rules, await _take_subscribers(session, input, limit, now)
+        return rules, await _interested(session, input, limit)

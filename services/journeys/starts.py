@@ -6,6 +6,11 @@ inserted with ``ON CONFLICT DO NOTHING`` and committed before any workflow start
 every claim of the batch that is not yet marked started gets its workflow, under an id
 built from the claim and a reuse policy that refuses a second run of that id: a batch cut
 off between the start and the mark starts nothing twice when it runs again.
+
+Owns its transactions: the claims are committed before any workflow starts (a start cannot
+be rolled back, so the claim that stands for it must already be durable), and the marks
+after the starts. It takes the sessionmaker, not a session; each commit is one named step,
+``_claim`` and ``_mark_started``.
 """
 
 from __future__ import annotations
@@ -50,32 +55,8 @@ async def claim_and_start(
     report = StartReport()
     if not starts:
         return report
-    keys = [(s.rule_id, s.customer_id, s.occurrence) for s in starts]
-    async with sessionmaker() as session, session.begin():
-        result = await session.execute(
-            insert(JourneyClaim).on_conflict_do_nothing().returning(JourneyClaim.customer_id),
-            [
-                {
-                    "rule_id": s.rule_id,
-                    "customer_id": s.customer_id,
-                    "occurrence": s.occurrence,
-                    "workflow_id": s.input().workflow_id,
-                }
-                for s in starts
-            ],
-        )
-        report.claimed = len(result.all())
-    async with sessionmaker() as session:
-        rows = await session.execute(
-            select(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence).where(
-                tuple_(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence).in_(
-                    keys
-                ),
-                JourneyClaim.started_at.is_(None),
-            )
-        )
-        pending = {(rule_id, customer_id, occurrence) for rule_id, customer_id, occurrence in rows}
-    todo = [s for s in starts if (s.rule_id, s.customer_id, s.occurrence) in pending]
+    report.claimed = await _claim(sessionmaker, starts)
+    todo = await _not_started(sessionmaker, starts)
     gate = asyncio.Semaphore(_CONCURRENT_STARTS)
 
     async def start(item: JourneyStart) -> bool:
@@ -104,14 +85,57 @@ async def claim_and_start(
     report.started = sum(outcomes)
     report.already = len(outcomes) - report.started
     if todo:
-        async with sessionmaker() as session, session.begin():
-            await session.execute(
-                update(JourneyClaim)
-                .where(
-                    tuple_(
-                        JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence
-                    ).in_([(s.rule_id, s.customer_id, s.occurrence) for s in todo])
-                )
-                .values(started_at=datetime.now(UTC))
-            )
+        await _mark_started(sessionmaker, todo)
     return report
+
+
+def _key(start: JourneyStart) -> tuple[str, str, str]:
+    return (start.rule_id, start.customer_id, start.occurrence)
+
+
+_CLAIM_KEY = tuple_(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence)
+
+
+async def _claim(
+    sessionmaker: async_sessionmaker[AsyncSession], starts: Sequence[JourneyStart]
+) -> int:
+    """The batch's claims, committed; how many are new."""
+    async with sessionmaker() as session, session.begin():
+        result = await session.execute(
+            insert(JourneyClaim).on_conflict_do_nothing().returning(JourneyClaim.customer_id),
+            [
+                {
+                    "rule_id": s.rule_id,
+                    "customer_id": s.customer_id,
+                    "occurrence": s.occurrence,
+                    "workflow_id": s.input().workflow_id,
+                }
+                for s in starts
+            ],
+        )
+        return len(result.all())
+
+
+async def _not_started(
+    sessionmaker: async_sessionmaker[AsyncSession], starts: Sequence[JourneyStart]
+) -> list[JourneyStart]:
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(JourneyClaim.rule_id, JourneyClaim.customer_id, JourneyClaim.occurrence).where(
+                _CLAIM_KEY.in_([_key(s) for s in starts]),
+                JourneyClaim.started_at.is_(None),
+            )
+        )
+        pending = {(rule_id, customer_id, occurrence) for rule_id, customer_id, occurrence in rows}
+    return [s for s in starts if _key(s) in pending]
+
+
+async def _mark_started(
+    sessionmaker: async_sessionmaker[AsyncSession], started: Sequence[JourneyStart]
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(JourneyClaim)
+            .where(_CLAIM_KEY.in_([_key(s) for s in started]))
+            .values(started_at=datetime.now(UTC))
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ from contracts.events import EVENT_ADAPTER
 from contracts.orders import CancelLinkResult, CreateLinkInput, PaymentLinkInfo, RefundInput
 from db.models import PaymentLink, Refund
 from payments import provider_for, provider_named
-from payments.base import LinkRequest, PaymentProvider, RefundRequest
+from payments.base import Link, LinkRequest, PaymentProvider, RefundRequest
 from services.intake.service import ingest
 
 _REFERENCE_MAX = 40  # Razorpay's limit on reference_id
@@ -44,7 +45,28 @@ def _info(row: PaymentLink) -> PaymentLinkInfo:
     )
 
 
+@dataclass(frozen=True)
+class _Reserved:
+    """A link's row is committed and still ``creating``: what the provider call needs."""
+
+    provider: PaymentProvider
+    retrying: bool
+    amount: Decimal
+    currency: str
+    expire_at: datetime
+
+
 class PaymentLedger:
+    """Payment links and refunds of orders, recorded around their provider calls.
+
+    Owns its transactions: a link's or refund's row is committed before the provider is
+    called, so a retried activity finds what an earlier attempt made (and tells the
+    provider it is retrying), and the provider's answer is committed after the call; no
+    transaction is held open across a provider call. Each commit is one named step:
+    ``_reserve_link``, ``_record_link``, ``_record_cancel``, ``_reserve_refund``,
+    ``_record_refund``, ``refund_failed``.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -64,6 +86,31 @@ class PaymentLedger:
         self, input: CreateLinkInput, customer: dict[str, Any]
     ) -> PaymentLinkInfo:
         reference = link_reference(input.order_id, input.purpose)
+        reserved = await self._reserve_link(input, reference)
+        if isinstance(reserved, PaymentLinkInfo):
+            return reserved
+        request = LinkRequest(
+            reference=reference,
+            order_id=input.order_id,
+            purpose=input.purpose,
+            amount=reserved.amount.quantize(input.amount),
+            currency=reserved.currency,
+            description=_description(self._settings, input),
+            expire_at=reserved.expire_at,
+            customer_name=customer.get("name"),
+            customer_email=customer.get("email"),
+            customer_phone=customer.get("phone"),
+        )
+        link = await asyncio.to_thread(
+            reserved.provider.create_link, request, retrying=reserved.retrying
+        )
+        return await self._record_link(reference, link)
+
+    async def _reserve_link(
+        self, input: CreateLinkInput, reference: str
+    ) -> _Reserved | PaymentLinkInfo:
+        """The link's row, made or found (and its attempt counted); the link itself if an
+        earlier attempt got it from the provider."""
         provider_name = provider_for(self._settings, input.currency).name
         async with self._sessionmaker() as session, session.begin():
             row = (
@@ -89,22 +136,15 @@ class PaymentLedger:
             if row.status != "creating":
                 return _info(row)
             # The provider chosen first stays chosen, even if settings changed since.
-            provider = self._provider(row.provider)
-            retrying = row.attempts > 1
-            amount, currency, expire_at = row.amount, row.currency, row.expire_at
-        request = LinkRequest(
-            reference=reference,
-            order_id=input.order_id,
-            purpose=input.purpose,
-            amount=amount.quantize(input.amount),
-            currency=currency,
-            description=_description(self._settings, input),
-            expire_at=expire_at,
-            customer_name=customer.get("name"),
-            customer_email=customer.get("email"),
-            customer_phone=customer.get("phone"),
-        )
-        link = await asyncio.to_thread(provider.create_link, request, retrying=retrying)
+            return _Reserved(
+                provider=self._provider(row.provider),
+                retrying=row.attempts > 1,
+                amount=row.amount,
+                currency=row.currency,
+                expire_at=row.expire_at,
+            )
+
+    async def _record_link(self, reference: str, link: Link) -> PaymentLinkInfo:
         async with self._sessionmaker() as session, session.begin():
             row = (
                 await session.execute(
@@ -129,6 +169,9 @@ class PaymentLedger:
         if row.status in ("paid", "cancelled", "expired"):
             return CancelLinkResult(status=row.status, payment_id=row.payment_id)
         link = await asyncio.to_thread(self._provider(row.provider).cancel_link, row.link_id)
+        return await self._record_cancel(reference, link, now)
+
+    async def _record_cancel(self, reference: str, link: Link, now: datetime) -> CancelLinkResult:
         async with self._sessionmaker() as session, session.begin():
             current = await session.get(PaymentLink, reference, with_for_update=True)
             assert current is not None
@@ -140,6 +183,25 @@ class PaymentLedger:
             return CancelLinkResult(status=current.status, payment_id=current.payment_id)
 
     async def refund(self, input: RefundInput) -> str:
+        reserved = await self._reserve_refund(input)
+        if isinstance(reserved, str):
+            return reserved
+        request = RefundRequest(
+            key=input.key,
+            payment_id=input.payment_id,
+            amount=input.amount,
+            currency=input.currency,
+            reason=input.reason,
+            order_id=input.order_id,
+        )
+        provider = self._provider(input.provider)
+        refund_id = await asyncio.to_thread(provider.refund, request, retrying=reserved)
+        await self._record_refund(input.key, refund_id)
+        return refund_id
+
+    async def _reserve_refund(self, input: RefundInput) -> str | bool:
+        """The refund's row, made or found (and its attempt counted): the provider's refund
+        id if an earlier attempt got one, else whether this attempt is a retry."""
         async with self._sessionmaker() as session, session.begin():
             row = (
                 await session.execute(
@@ -162,24 +224,15 @@ class PaymentLedger:
             ).scalar_one()
             if row.status == "done" and row.provider_refund_id:
                 return row.provider_refund_id
-            retrying = row.attempts > 1
-        request = RefundRequest(
-            key=input.key,
-            payment_id=input.payment_id,
-            amount=input.amount,
-            currency=input.currency,
-            reason=input.reason,
-            order_id=input.order_id,
-        )
-        provider = self._provider(input.provider)
-        refund_id = await asyncio.to_thread(provider.refund, request, retrying=retrying)
+            return row.attempts > 1
+
+    async def _record_refund(self, key: str, refund_id: str) -> None:
         async with self._sessionmaker() as session, session.begin():
             await session.execute(
                 update(Refund)
-                .where(Refund.key == input.key)
+                .where(Refund.key == key)
                 .values(status="done", provider_refund_id=refund_id, done_at=func.now())
             )
-        return refund_id
 
     async def refund_failed(self, key: str, error: str) -> None:
         async with self._sessionmaker() as session, session.begin():
