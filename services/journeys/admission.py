@@ -45,8 +45,7 @@ async def enter(
         select(JourneyEntry).where(JourneyEntry.workflow_id == workflow_id).limit(1)
     )
     if existing is not None:
-        version = await version_of(session, existing.rule_id, existing.rule_version)
-        return Entry(existing.rule_id, existing.rule_version, version.definition)
+        return await _recorded(session, existing)
     query = (
         select(Rule, RuleVersion)
         .join(RuleVersion, (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.version))
@@ -65,7 +64,8 @@ async def enter(
             continue
         if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
             continue
-        session.add(
+        return await _record(
+            session,
             JourneyEntry(
                 rule_id=rule.id,
                 rule_version=version.version,
@@ -73,10 +73,9 @@ async def enter(
                 workflow_id=workflow_id,
                 cart_id=cart_id,
                 test=test,
-            )
+            ),
+            version.definition,
         )
-        await session.flush()
-        return Entry(rule.id, version.version, version.definition)
     return None
 
 
@@ -159,8 +158,7 @@ async def enter_rule(
         )
     )
     if existing is not None:
-        version = await version_of(session, existing.rule_id, existing.rule_version)
-        return Entry(existing.rule_id, existing.rule_version, version.definition)
+        return await _recorded(session, existing)
     rule = await session.get(Rule, rule_id)
     admitted = ("draft", "active", "paused") if test else ("active",)
     if rule is None or rule.status not in admitted:
@@ -173,7 +171,8 @@ async def enter_rule(
         return Refusal("reentry")
     if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
         return Refusal("ordered")
-    session.add(
+    return await _record(
+        session,
         JourneyEntry(
             rule_id=rule.id,
             rule_version=version.version,
@@ -181,13 +180,24 @@ async def enter_rule(
             workflow_id=workflow_id,
             run_id=run_id,
             test=test,
-        )
+        ),
+        version.definition,
     )
-    await session.flush()
-    return Entry(rule.id, version.version, version.definition)
 
 
 def ordered_since(context: dict[str, Any], since: datetime) -> bool:
     """Whether the customer in ``context`` placed an order after ``since``."""
     last = (context.get("customer") or {}).get("last_order_at")
     return bool(last) and datetime.fromisoformat(str(last)) > since
+
+
+async def _recorded(session: AsyncSession, entry: JourneyEntry) -> Entry:
+    """The entry a retry finds: the one recorded the first time."""
+    version = await version_of(session, entry.rule_id, entry.rule_version)
+    return Entry(entry.rule_id, entry.rule_version, version.definition)
+
+
+async def _record(session: AsyncSession, entry: JourneyEntry, definition: dict[str, Any]) -> Entry:
+    session.add(entry)
+    await session.flush()
+    return Entry(entry.rule_id, entry.rule_version, definition)
