@@ -91,21 +91,13 @@ class Messenger:
             outcome = _outcome(result, attempt)
             if result.status == "suppressed":
                 return outcome
-            tried = [*excluded, result.channel] if result.channel else excluded
-            others = [c for c in request.channels if c not in tried]
+            tried, others = _channels_left(request, result, excluded)
             if result.status == "failed":
                 if result.channel and others:
                     excluded, attempt = tried, attempt + 1
                     continue
                 return outcome
-            # The outbox never reports: nothing to watch for. (Results recorded before
-            # ``reports`` existed read True, so their runs replay the watch they made.)
-            if (
-                others
-                and request.fallback_window > timedelta(0)
-                and result.message_id
-                and result.reports
-            ):
+            if _watchable(request, result, others):
                 report = await self._watch(str(result.message_id), request.fallback_window)
                 if report is not None and report.status in _UNDELIVERED:
                     excluded, attempt = tried, attempt + 1
@@ -164,19 +156,13 @@ class Messenger:
             outcome = _outcome(result, attempt)
             if result.status == "suppressed":
                 return outcome, None
-            tried = [*excluded, result.channel] if result.channel else excluded
-            others = [c for c in request.channels if c not in tried]
+            tried, others = _channels_left(request, result, excluded)
             if result.status == "failed":
                 if result.channel and others:
                     excluded, attempt = tried, attempt + 1
                     continue
                 return outcome, None
-            if (
-                others
-                and request.fallback_window > timedelta(0)
-                and result.message_id
-                and result.reports
-            ):
+            if _watchable(request, result, others):
                 return outcome, Watch(request, str(result.message_id), attempt, tried)
             return outcome, None
 
@@ -229,6 +215,23 @@ def _deferral(result: SendMessageResult) -> timedelta:
 
 def _gave_up(err: ActivityError, attempt: int) -> MessageOutcome:
     return MessageOutcome(status="failed", reason=f"gave up: {err.cause or err}", attempts=attempt)
+
+
+def _channels_left(
+    request: MessageRequest, result: SendMessageResult, excluded: list[Channel]
+) -> tuple[list[Channel], list[Channel]]:
+    """The channels tried so far, this result's included, and those not yet tried."""
+    tried = [*excluded, result.channel] if result.channel else excluded
+    return tried, [c for c in request.channels if c not in tried]
+
+
+def _watchable(request: MessageRequest, result: SendMessageResult, others: list[Channel]) -> bool:
+    """Whether a bounce could still move this message to another channel. The outbox never
+    reports: nothing to watch for. (Results recorded before ``reports`` existed read True,
+    so their runs replay the watch they made.)"""
+    return bool(
+        others and request.fallback_window > timedelta(0) and result.message_id and result.reports
+    )
 
 
 def _outcome(result: SendMessageResult, attempt: int) -> MessageOutcome:
