@@ -1,1 +1,2 @@
-"""Database: engine and sessions (engine.py), tables (models.py), migrations (migrations/)."""
+"""Database: engine and sessions (engine.py), tables (models/, a module per domain),
+migrations (migrations/)."""
