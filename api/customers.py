@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from temporalio.service import RPCError
 
 from api.deps import SessionDep, TemporalDep, require
 from api.errors import documented
 from contracts import search_attributes as sa
-from contracts.errors import NotFound, ServiceUnavailable
-from db.models import ConsentChange, Customer, JourneyEntry
-from services.customers.profiles import customer_context
+from contracts.errors import ServiceUnavailable
+from db.models import JourneyEntry
+from services.customers import profiles
+from services.journeys import admission
 from services.platform.api_keys import Principal
 
 Ops = Annotated[Principal, Depends(require("ops"))]
@@ -81,14 +81,8 @@ class JourneysOut(BaseModel):
 
 @router.get("/{customer_id}", summary="A customer's profile", responses=documented(401, 403, 404))
 async def get_customer(customer_id: str, session: SessionDep, _: Ops) -> CustomerOut:
-    customer = await session.get(Customer, customer_id)
-    if customer is None:
-        raise NotFound(f"no customer with id {customer_id!r}")
-    history = await session.scalars(
-        select(ConsentChange)
-        .where(ConsentChange.customer_id == customer_id)
-        .order_by(ConsentChange.occurred_at, ConsentChange.id)
-    )
+    customer = await profiles.get(session, customer_id)
+    history = await profiles.consent_history(session, customer_id)
     return CustomerOut(
         id=customer.id,
         email=customer.email,
@@ -110,7 +104,7 @@ async def get_customer(customer_id: str, session: SessionDep, _: Ops) -> Custome
         consent_history=[ConsentChangeOut.model_validate(c, from_attributes=True) for c in history],
         computed={
             key: value
-            for key, value in (await customer_context(session, customer_id)).items()
+            for key, value in (await profiles.customer_context(session, customer_id)).items()
             if key not in _PROFILE_KEYS
         },
     )
@@ -133,13 +127,9 @@ async def customer_journeys(
     _: Ops,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> JourneysOut:
-    if await session.get(Customer, customer_id) is None:
-        raise NotFound(f"no customer with id {customer_id!r}")
+    await profiles.get(session, customer_id)
     entries: dict[tuple[str, str | None], JourneyEntry] = {
-        (e.workflow_id, e.run_id): e
-        for e in await session.scalars(
-            select(JourneyEntry).where(JourneyEntry.customer_id == customer_id)
-        )
+        (e.workflow_id, e.run_id): e for e in await admission.entries_of(session, customer_id)
     }
     journeys: list[JourneyOut] = []
     try:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.errors import NotFound
 from contracts.events import CustomerIn
 from db.models import ConsentChange, Customer, CustomerStats
 from services.customers import attributes as customer_attributes
@@ -104,6 +105,24 @@ def _apply(session: AsyncSession, row: Customer, sighting: _Sighting) -> None:
     row.fields_as_of = as_of
     if at < row.first_seen_at:
         row.first_seen_at = at
+
+
+async def get(session: AsyncSession, customer_id: str) -> Customer:
+    """The customer's profile; ``NotFound`` when Sutra has never seen them."""
+    customer = await session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer with id {customer_id!r}")
+    return customer
+
+
+async def consent_history(session: AsyncSession, customer_id: str) -> list[ConsentChange]:
+    """Every consent change recorded for the customer, oldest first."""
+    rows = await session.scalars(
+        select(ConsentChange)
+        .where(ConsentChange.customer_id == customer_id)
+        .order_by(ConsentChange.occurred_at, ConsentChange.id)
+    )
+    return list(rows)
 
 
 async def customer_context(

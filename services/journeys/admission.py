@@ -114,6 +114,14 @@ async def record_exit(
         entry.exited_at, entry.exit_reason = now, reason
 
 
+async def entries_of(session: AsyncSession, customer_id: str) -> list[JourneyEntry]:
+    """Every journey entry recorded for the customer, in no particular order."""
+    rows = await session.scalars(
+        select(JourneyEntry).where(JourneyEntry.customer_id == customer_id)
+    )
+    return list(rows)
+
+
 async def abandon_after(session: AsyncSession, only_rule: str | None = None) -> timedelta | None:
     """The shortest ``trigger.after`` among active cart.abandoned rules (or the rule under
     test): how long a cart must be idle before any journey could start."""
