@@ -12,17 +12,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep, require
 from api.errors import ErrorBody, documented, field_errors, summarize
 from api.openapi import EVENT_SCHEMA_REF
 from config.settings import Settings
-from contracts.errors import MalformedJson, NotFound, Unprocessable
+from contracts.errors import MalformedJson, Unprocessable
 from contracts.events import EVENT_ADAPTER, EVENT_TYPES
-from db.models import Event as EventRow
-from db.models import EventRoute
-from services.intake.service import future_skew, ingest
+from services.delivery import outbox
+from services.intake.service import future_skew, ingest, received
 from services.platform import metrics
 from services.platform.api_keys import Principal
 
@@ -265,12 +263,8 @@ class EventOut(BaseModel):
 async def get_event(
     event_id: str, session: SessionDep, _: Annotated[Principal, Depends(require("ops"))]
 ) -> EventOut:
-    event = await session.get(EventRow, event_id)
-    if event is None:
-        raise NotFound(f"no event with id {event_id!r}")
-    routes = await session.scalars(
-        select(EventRoute).where(EventRoute.event_id == event_id).order_by(EventRoute.seq)
-    )
+    event = await received(session, event_id)
+    routes = await outbox.routes_of(session, event_id)
     return EventOut(
         id=event.id,
         type=event.type,

@@ -65,6 +65,14 @@ def add_signal(
     )
 
 
+async def routes_of(session: AsyncSession, event_id: str) -> list[EventRoute]:
+    """The deliveries an accepted event made necessary, in the order they were written."""
+    rows = await session.scalars(
+        select(EventRoute).where(EventRoute.event_id == event_id).order_by(EventRoute.seq)
+    )
+    return list(rows)
+
+
 async def notify(session: AsyncSession) -> None:
     """Wake the dispatcher: PostgreSQL delivers the NOTIFY to listeners only when the
     caller's transaction commits, so it never looks before the rows are there."""

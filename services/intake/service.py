@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
+from contracts.errors import NotFound
 from contracts.events import event_cart_id, event_order_id
 from db.models import Event as EventRow
 from services.customers import facts, profiles
@@ -144,6 +145,14 @@ async def ingest(
     if await outbox.add_deliveries(session, deliveries):
         await outbox.notify(session)
     return statuses
+
+
+async def received(session: AsyncSession, event_id: str) -> EventRow:
+    """The event Sutra accepted with this id; ``NotFound`` when there is none."""
+    event = await session.get(EventRow, event_id)
+    if event is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    return event
 
 
 async def _placed_before(session: AsyncSession, events: Sequence[Any]) -> frozenset[str]:
