@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
 
 from api.deps import SessionDep, require
 from api.errors import documented
 from contracts.errors import Unprocessable
-from db.models import Message
+from services.messaging import queries
 from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -59,22 +57,6 @@ class MessagePage(BaseModel):
     )
 
 
-def _cursor(row: Message) -> str:
-    # URL-safe and opaque: clients pass it back as it is.
-    return base64.urlsafe_b64encode(f"{row.created_at.isoformat()}|{row.id}".encode()).decode()
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Unprocessable(
-            "cursor: not a cursor this API gave out",
-            fields=[{"loc": ["query", "cursor"], "msg": "not a cursor this API gave out"}],
-        ) from exc
-
-
 @router.get("", summary="The message ledger, newest first", responses=documented(401, 403, 422))
 async def list_messages(
     session: SessionDep,
@@ -98,21 +80,10 @@ async def list_messages(
             "give at least one of customer_id, cart_id, order_id, rule_id",
             fields=[{"loc": ["query"], "msg": "one of customer_id, cart_id, order_id, rule_id"}],
         )
-    query = select(Message)
-    for name, value in filters.items():
-        if value is not None:
-            query = query.where(getattr(Message, name) == value)
-    if status is not None:
-        query = query.where(Message.status == status)
-    if cursor is not None:
-        at, ident = _parse_cursor(cursor)
-        # Keyset paging on (created_at, id): rows created in one transaction share a time.
-        query = query.where(tuple_(Message.created_at, Message.id) < tuple_(at, ident))
-    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = await queries.newest_first(
+        session, filters=filters, status=status, cursor=cursor, limit=limit
+    )
     return MessagePage(
         messages=[MessageOut.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=_cursor(rows[-1]) if more and rows else None,
+        next_cursor=next_cursor,
     )
