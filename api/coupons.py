@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, require_any
 from api.errors import documented
-from contracts.errors import NotFound
 from db.models import Coupon
 from services.journeys import coupons
 from services.platform.api_keys import Principal
@@ -64,10 +63,7 @@ class RedeemIn(BaseModel):
 
 @router.get("/{code}", responses=documented(401, 403, 404))
 async def get_coupon(code: str, session: SessionDep, _: Backend) -> CouponOut:
-    coupon = await session.get(Coupon, code)
-    if coupon is None:
-        raise NotFound(f"no coupon {code!r}")
-    return CouponOut.of(coupon)
+    return CouponOut.of(await coupons.get(session, code))
 
 
 @router.post(

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.deps import SessionDep, require
 from api.errors import documented
 from contracts.conditions import Condition
-from contracts.errors import NotFound
 from db.models import Segment
 from services.customers import segments
 from services.platform.api_keys import Principal
@@ -67,13 +66,6 @@ def _out(row: Segment) -> SegmentOut:
     return SegmentOut.model_validate(row, from_attributes=True)
 
 
-async def _get(session: Any, segment_id: str) -> Segment:
-    row = await session.get(Segment, segment_id)
-    if row is None:
-        raise NotFound(f"no segment with id {segment_id!r}")
-    return row
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -98,7 +90,7 @@ async def list_segments(session: SessionDep, _: Reader) -> list[SegmentOut]:
 
 @router.get("/{segment_id}", responses=documented(401, 403, 404))
 async def get_segment(segment_id: str, session: SessionDep, _: Reader) -> SegmentOut:
-    return _out(await _get(session, segment_id))
+    return _out(await segments.get(session, segment_id))
 
 
 @router.put(
@@ -116,8 +108,6 @@ async def replace_segment(
         description=body.description,
         condition=body.conditions,
     )
-    if row is None:
-        raise NotFound(f"no segment with id {segment_id!r}")
     return _out(row)
 
 
@@ -133,7 +123,7 @@ async def segment_customers(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> MembersOut:
-    row = await _get(session, segment_id)
+    row = await segments.get(session, segment_id)
     found, next_cursor = await segments.members(
         session, row, limit=limit, cursor=cursor, now=datetime.now(UTC)
     )

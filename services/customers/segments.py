@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.conditions import All, Compare, Condition, evaluate, fields_of
-from contracts.errors import Unprocessable
+from contracts.errors import NotFound, Unprocessable
 from db.models import Customer, CustomerStats, Segment
 from services.customers.attributes import attributes, preferred_channels
 
@@ -94,12 +94,18 @@ async def create(
     return row
 
 
+async def get(session: AsyncSession, segment_id: str, *, for_update: bool = False) -> Segment:
+    """The segment with this id; ``NotFound`` when there is none."""
+    row = await session.get(Segment, segment_id, with_for_update=for_update)
+    if row is None:
+        raise NotFound(f"no segment with id {segment_id!r}")
+    return row
+
+
 async def replace(
     session: AsyncSession, segment_id: str, *, name: str, description: str | None, condition: Any
-) -> Segment | None:
-    row = await session.get(Segment, segment_id, with_for_update=True)
-    if row is None:
-        return None
+) -> Segment:
+    row = await get(session, segment_id, for_update=True)
     row.name, row.description, row.conditions = name, description, stored(condition)
     row.updated_at = func.now()
     await session.flush()

@@ -40,6 +40,14 @@ class CouponError(SutraError):
     """The shop's coupon endpoint cannot mint a code: an activity's failure, retried."""
 
 
+async def get(session: AsyncSession, code: str, *, for_update: bool = False) -> Coupon:
+    """The coupon with this code; ``NotFound`` when there is none."""
+    coupon = await session.get(Coupon, code, with_for_update=for_update)
+    if coupon is None:
+        raise NotFound(f"no coupon {code!r}")
+    return coupon
+
+
 async def issue(
     session: AsyncSession,
     *,
@@ -112,9 +120,7 @@ async def redeem(
     customer_id: str | None,
     now: datetime,
 ) -> Coupon:
-    coupon = await session.get(Coupon, code, with_for_update=True)
-    if coupon is None:
-        raise NotFound(f"no coupon {code!r}")
+    coupon = await get(session, code, for_update=True)
     current = state(coupon, now)
     if current != "active":
         raise Conflict(f"coupon {code} is {current}", coupon_status=current)
