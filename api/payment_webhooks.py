@@ -26,12 +26,10 @@ from razorpay.errors import SignatureVerificationError
 from api.deps import SessionDep, SettingsDep
 from api.errors import documented
 from api.webhooks import signed_request
-from config.settings import Settings
-from contracts.errors import BadRequest, NotFound, Unauthorized
+from contracts.errors import BadRequest, Unauthorized
 from contracts.fields import unix_instant
 from contracts.payment_policy import from_minor, quantize
-from db.models import PaymentLink
-from services.orders.payments import record_capture
+from services.orders.payments import record_capture, sandbox_link
 from services.platform import metrics
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -157,17 +155,9 @@ def _not_after_now(at: datetime) -> datetime:
     return min(at, datetime.now(UTC))
 
 
-async def _sandbox_link(session: Any, settings: Settings, reference: str) -> PaymentLink:
-    link = await session.get(PaymentLink, reference)
-    # Only sandbox links, and never in production: this page must not pay a real order.
-    if link is None or not link.provider.startswith("sandbox:") or settings.is_production:
-        raise NotFound(f"no sandbox payment link {reference!r}")
-    return link
-
-
 @sandbox.get("/pay/{reference}", response_class=HTMLResponse)
 async def sandbox_page(reference: str, session: SessionDep, settings: SettingsDep) -> str:
-    link = await _sandbox_link(session, settings, reference)
+    link = await sandbox_link(session, settings, reference)
     amount = html.escape(f"{link.amount.normalize():f} {link.currency}")
     state = html.escape(link.status)
     return (
@@ -181,7 +171,7 @@ async def sandbox_page(reference: str, session: SessionDep, settings: SettingsDe
 
 @sandbox.post("/pay/{reference}")
 async def sandbox_pay(reference: str, session: SessionDep, settings: SettingsDep) -> dict[str, str]:
-    link = await _sandbox_link(session, settings, reference)
+    link = await sandbox_link(session, settings, reference)
     if link.status not in ("created", "paid"):
         raise BadRequest(f"this link is {link.status}")
     outcome = await record_capture(

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config.settings import Settings
+from contracts.errors import NotFound
 from contracts.events import EVENT_ADAPTER
 from contracts.orders import CancelLinkResult, CreateLinkInput, PaymentLinkInfo, RefundInput
 from db.models import PaymentLink, Refund
@@ -248,6 +249,15 @@ def _description(settings: Settings, input: CreateLinkInput) -> str:
         "offer": "Pay now and save",
     }[input.purpose]
     return f"{settings.shop_name}: {what} for order {input.order_id}"
+
+
+async def sandbox_link(session: AsyncSession, settings: Settings, reference: str) -> PaymentLink:
+    """The sandbox's payment link for the sandbox pay page; ``NotFound`` for any other."""
+    link = await session.get(PaymentLink, reference)
+    # Only sandbox links, and never in production: this page must not pay a real order.
+    if link is None or not link.provider.startswith("sandbox:") or settings.is_production:
+        raise NotFound(f"no sandbox payment link {reference!r}")
+    return link
 
 
 async def mark_paid(
