@@ -8,10 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import SessionDep, SettingsDep
-from contracts.messages import Channel
-from db.models import Customer
-from services.messaging import suppressions
-from services.messaging.unsubscribe import read_token
+from services.messaging.unsubscribe import opt_out, read_token
 
 router = APIRouter(prefix="/u", tags=["unsubscribe"], include_in_schema=False)
 
@@ -64,29 +61,8 @@ async def unsubscribe(
     parsed = read_token(settings, token)
     if parsed is None:
         return _page("Link not valid", "This unsubscribe link is not valid.", status=404)
-    channel: Channel = parsed.channel
-    customer = await session.get(Customer, parsed.customer_id, with_for_update=True)
-    if customer is not None:
-        address = customer.email if channel == "email" else customer.phone
-        if address:
-            await suppressions.suppress(
-                session,
-                channel=channel,
-                address=address,
-                scope="marketing",
-                reason="unsubscribe",
-                source="unsubscribe_link",
-                customer_id=customer.id,
-                detail=f"message {parsed.message_id}" if parsed.message_id else None,
-            )
-        await suppressions.set_consent(
-            session,
-            customers=[customer],
-            channel=channel,
-            granted=False,
-            source="unsubscribe_link",
-        )
+    await opt_out(session, parsed)
     return _page(
         "You are unsubscribed",
-        f"You will no longer receive marketing {_NAMES[channel]} from {settings.shop_name}.",
+        f"You will no longer receive marketing {_NAMES[parsed.channel]} from {settings.shop_name}.",
     )

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
 from contracts.messages import Channel
+from db.models import Customer
+from services.messaging import suppressions
 
 _SALT = "sutra.unsubscribe.v1"
 
@@ -43,4 +46,33 @@ def read_token(settings: Settings, token: str) -> UnsubscribeToken | None:
         return None
     return UnsubscribeToken(
         customer_id=str(data["c"]), channel=data["ch"], message_id=data.get("m")
+    )
+
+
+async def opt_out(session: AsyncSession, token: UnsubscribeToken) -> None:
+    """What a link's unsubscribe does: the customer's address suppressed for marketing on
+    the link's channel, and their consent to it withdrawn. A link naming no customer Sutra
+    holds changes nothing."""
+    customer = await session.get(Customer, token.customer_id, with_for_update=True)
+    if customer is None:
+        return
+    channel = token.channel
+    address = customer.email if channel == "email" else customer.phone
+    if address:
+        await suppressions.suppress(
+            session,
+            channel=channel,
+            address=address,
+            scope="marketing",
+            reason="unsubscribe",
+            source="unsubscribe_link",
+            customer_id=customer.id,
+            detail=f"message {token.message_id}" if token.message_id else None,
+        )
+    await suppressions.set_consent(
+        session,
+        customers=[customer],
+        channel=channel,
+        granted=False,
+        source="unsubscribe_link",
     )
