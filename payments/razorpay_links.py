@@ -7,6 +7,7 @@ a retried create first looks the reference up. Refunds carry the idempotency key
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import razorpay
@@ -16,6 +17,11 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError
 from config.settings import Settings
 from contracts.payment_policy import to_minor
 from payments.base import Link, LinkRequest, LinkStatus, PaymentError, RefundRequest
+
+# Razorpay refuses a link that expires less than 15 minutes after it is created. A link
+# created late (after retries, close to the order's deadline) gets those minutes, with one
+# to spare for the trip; the order workflow cancels it at its own deadline all the same.
+_MIN_EXPIRY = timedelta(minutes=16)
 
 _STATUS: dict[str, LinkStatus] = {
     "created": "created",
@@ -67,7 +73,7 @@ class RazorpayLinks:
             "accept_partial": False,
             "reference_id": request.reference,
             "description": request.description[:2048],
-            "expire_by": int(request.expire_at.timestamp()),
+            "expire_by": int(max(request.expire_at, datetime.now(UTC) + _MIN_EXPIRY).timestamp()),
             # Sutra sends the link itself, in the customer's language and hours.
             "notify": {"sms": False, "email": False},
             "reminder_enable": False,
