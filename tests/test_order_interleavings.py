@@ -53,7 +53,7 @@ SOAK = os.environ.get("SUTRA_SOAK") == "1"
 _ONE = os.environ.get("SUTRA_INTERLEAVING_SEED")
 _COUNT = os.environ.get("SUTRA_INTERLEAVINGS")
 # make test: two short schedules (one of them killing the worker process); make soak: 100.
-SEEDS = [int(_ONE)] if _ONE else list(range(int(_COUNT or 200))) if SOAK or _COUNT else [1, 2]
+SEEDS = [int(_ONE)] if _ONE else list(range(int(_COUNT or 100))) if SOAK or _COUNT else [1, 2]
 
 _MOVES = ["packed", "shipped", "out_for_delivery", "delivered"]
 _ODD_MOVES = ["rto", "cancelled", "confirmed"]
