@@ -64,18 +64,7 @@ async def enter(
             continue
         if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
             continue
-        return await _record(
-            session,
-            JourneyEntry(
-                rule_id=rule.id,
-                rule_version=version.version,
-                customer_id=customer_id,
-                workflow_id=workflow_id,
-                cart_id=cart_id,
-                test=test,
-            ),
-            version.definition,
-        )
+        return await _record(session, version, customer_id, workflow_id, test=test, cart_id=cart_id)
     return None
 
 
@@ -179,18 +168,7 @@ async def enter_rule(
         return Refusal("reentry")
     if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
         return Refusal("ordered")
-    return await _record(
-        session,
-        JourneyEntry(
-            rule_id=rule.id,
-            rule_version=version.version,
-            customer_id=customer_id,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            test=test,
-        ),
-        version.definition,
-    )
+    return await _record(session, version, customer_id, workflow_id, test=test, run_id=run_id)
 
 
 def ordered_since(context: dict[str, Any], since: datetime) -> bool:
@@ -205,7 +183,28 @@ async def _recorded(session: AsyncSession, entry: JourneyEntry) -> Entry:
     return Entry(entry.rule_id, entry.rule_version, version.definition)
 
 
-async def _record(session: AsyncSession, entry: JourneyEntry, definition: dict[str, Any]) -> Entry:
-    session.add(entry)
+async def _record(
+    session: AsyncSession,
+    version: RuleVersion,
+    customer_id: str,
+    workflow_id: str,
+    *,
+    test: bool,
+    cart_id: str | None = None,
+    run_id: str | None = None,
+) -> Entry:
+    """Record that the journey entered this rule version (flushed, committed with the
+    caller's transaction)."""
+    session.add(
+        JourneyEntry(
+            rule_id=version.rule_id,
+            rule_version=version.version,
+            customer_id=customer_id,
+            workflow_id=workflow_id,
+            cart_id=cart_id,
+            run_id=run_id,
+            test=test,
+        )
+    )
     await session.flush()
-    return Entry(entry.rule_id, entry.rule_version, definition)
+    return Entry(version.rule_id, version.version, version.definition)
