@@ -139,7 +139,6 @@ class JourneyRunner:
                     customer_id=self.customer_id,
                     workflow_id=self.workflow_id,
                     test=self.test,
-                    retry=ACTIVITY_RETRY,
                 )
                 continue
             elif op.kind == "jump":

@@ -11,7 +11,6 @@ import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.experiments import (
@@ -21,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         AssignVariantResult,
     )
     from contracts.journeys import JourneyState
+    from contracts.retry_policies import ACTIVITY_RETRY
     from contracts.rules import Op
 
 
@@ -47,7 +47,6 @@ async def take_variant(
     customer_id: str,
     workflow_id: str,
     test: bool,
-    retry: RetryPolicy,
 ) -> int:
     """Take a variant: the one recorded for this journey (its hash bucket's, or a
     promoted winner's); where to continue is returned."""
@@ -70,7 +69,7 @@ async def take_variant(
             ),
             result_type=AssignVariantResult,
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=retry,
+            retry_policy=ACTIVITY_RETRY,
         )
         starts = {n: at for _, at, n in op.variants}
         if assigned.variant in starts:

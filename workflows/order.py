@@ -49,7 +49,6 @@ with workflow.unsafe.imports_passed_through():
         StartOrderInput,
         TransitionRequest,
     )
-    from contracts.retry_policies import ACTIVITY_RETRY, PROVIDER_RETRY, SHOP_RETRY
     from workflows.messaging import Messenger
     from workflows.order_checkout import Checkout
     from workflows.order_ended import AFTER_END_PATCH, Ended
@@ -77,14 +76,12 @@ class OrderWorkflow:
             record=self._record,
             context=self._order_context,
             timeout=_TIMEOUT,
-            shop_retry=SHOP_RETRY,
         )
         self._payments = Payments(
             self._state,
             record=self._record,
             tell_shop=self._notices.tell_shop,
             timeout=_TIMEOUT,
-            retry=PROVIDER_RETRY,
         )
         self._checkout = Checkout(
             self._state,
@@ -96,7 +93,6 @@ class OrderWorkflow:
             record=self._record,
             publish=self._publish,
             timeout=_TIMEOUT,
-            retry=ACTIVITY_RETRY,
         )
         self._ended = Ended(
             self._state,

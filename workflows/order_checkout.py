@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     import workflows.order_words as words
@@ -31,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareOrderResult,
     )
     from contracts.payment_policy import PaymentPolicy
+    from contracts.retry_policies import ACTIVITY_RETRY
     from workflows.order_notices import Notices
     from workflows.order_payments import Payments
 
@@ -52,7 +52,6 @@ class Checkout:
         record: Callable[[str, str | None], None],
         publish: Callable[[], None],
         timeout: timedelta,
-        retry: RetryPolicy,
     ) -> None:
         self._state = state
         self._notices = notices
@@ -63,7 +62,6 @@ class Checkout:
         self._record = record
         self._publish = publish
         self._timeout = timeout
-        self._retry = retry
         self.policy = PaymentPolicy()
         # Asked the customer to confirm a COD order by replying, and no answer yet.
         self.awaiting_confirmation = False
@@ -94,7 +92,7 @@ class Checkout:
             PrepareOrderInput(placed=placed),
             result_type=PrepareOrderResult,
             start_to_close_timeout=self._timeout,
-            retry_policy=self._retry,
+            retry_policy=ACTIVITY_RETRY,
         )
         self.policy = prepared.policy
         state.upfront_amount = prepared.upfront_amount

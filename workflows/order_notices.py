@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     import workflows.order_words as words
     from contracts.messages import Channel, MessageRequest
     from contracts.orders import NOTIFY_SHOP, OrderState, ShopNotice
+    from contracts.retry_policies import SHOP_RETRY
     from workflows.messaging import Messenger
 
 
@@ -41,14 +41,12 @@ class Notices:
         record: Callable[[str, str | None], None],
         context: Callable[[], dict[str, object]],
         timeout: timedelta,
-        shop_retry: RetryPolicy,
     ) -> None:
         self._state = state
         self._messenger = messenger
         self._record = record
         self._context = context
         self._timeout = timeout
-        self._shop_retry = shop_retry
         self.tasks: list[asyncio.Task[None]] = []
         self._last_dispatch: _Flag | None = None
 
@@ -105,7 +103,7 @@ class Notices:
                     result_type=str,
                     start_to_close_timeout=self._timeout,
                     schedule_to_close_timeout=timedelta(days=7),
-                    retry_policy=self._shop_retry,
+                    retry_policy=SHOP_RETRY,
                 )
 
         self.tasks.append(asyncio.create_task(deliver()))

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -33,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         RefundInput,
     )
     from contracts.payment_policy import PaymentPolicy
+    from contracts.retry_policies import PROVIDER_RETRY
     from workflows.order_ended import AFTER_END_PATCH
 
 S = OrderStatus
@@ -46,13 +46,11 @@ class Payments:
         record: Callable[[str, str | None], None],
         tell_shop: Callable[[str, dict[str, object]], Awaitable[None]],
         timeout: timedelta,
-        retry: RetryPolicy,
     ) -> None:
         self._state = state
         self._record = record
         self._tell_shop = tell_shop
         self._timeout = timeout
-        self._retry = retry
         # The discounted prepay link a COD order was offered, if one was made.
         self.offer: PaymentLinkInfo | None = None
 
@@ -78,7 +76,7 @@ class Payments:
                 result_type=PaymentLinkInfo,
                 start_to_close_timeout=self._timeout,
                 schedule_to_close_timeout=timedelta(hours=1),
-                retry_policy=self._retry,
+                retry_policy=PROVIDER_RETRY,
             )
         except ActivityError as err:
             # No link, no way to pay: ops decide (confirm as COD, or cancel).
@@ -131,7 +129,7 @@ class Payments:
             result_type=CancelLinkResult,
             start_to_close_timeout=self._timeout,
             schedule_to_close_timeout=timedelta(hours=6),
-            retry_policy=self._retry,
+            retry_policy=PROVIDER_RETRY,
         )
         link.status = result.status
         return result
@@ -254,7 +252,7 @@ class Payments:
                 result_type=str,
                 start_to_close_timeout=self._timeout,
                 schedule_to_close_timeout=timedelta(days=3),
-                retry_policy=self._retry,
+                retry_policy=PROVIDER_RETRY,
             )
         except ActivityError as err:
             state.refund.status = "failed"
