@@ -14,7 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -145,8 +149,21 @@ async def transition_order(
     request = body.model_copy(update={"by": principal.name})
     try:
         state = await handle.execute_update(
-            TRANSITION_UPDATE, request, result_type=OrderState, rpc_timeout=timedelta(seconds=60)
+            TRANSITION_UPDATE,
+            request,
+            result_type=OrderState,
+            rpc_timeout=settings.order_update_timeout,
         )
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        # Temporal keeps an admitted move for the order's next workflow task, so it may
+        # still take effect once a worker runs: the client must look before it retries.
+        waited = int(settings.order_update_timeout.total_seconds())
+        raise ServiceUnavailable(
+            f"no worker answered the move to {body.to} within {waited} s (the order workers"
+            f" are down or behind); it may still take effect when they run: read"
+            f" GET /v1/orders/{order_id} before retrying",
+            headers={"Retry-After": str(max(1, min(waited, 30)))},
+        ) from exc
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     dispatcher_concurrency: int = Field(default=64, ge=1)
     dispatcher_max_backoff: timedelta = timedelta(seconds=30)
     dispatcher_rpc_timeout: timedelta = timedelta(seconds=5)
+    # How long POST /v1/orders/{id}/transitions waits for an order worker to answer the
+    # move before answering 503 (the move stays queued in Temporal and may still apply).
+    order_update_timeout: timedelta = Field(default=timedelta(seconds=60), gt=timedelta(0))
     # How often each API process asks Temporal for workflows whose tasks keep failing
     # (the sutra_stranded_workflows gauge and /readyz's count).
     stranded_check_every: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))

@@ -183,11 +183,14 @@ class OrderShop(SkippingShop):
             ),
         )
 
-    async def transition(self, order_id: str, to: str, **values: Any) -> OrderState:
+    async def transition(
+        self, order_id: str, to: str, rpc_timeout: timedelta | None = None, **values: Any
+    ) -> OrderState:
         return await self.handle(order_id).execute_update(
             TRANSITION_UPDATE,
             TransitionRequest.model_validate({"to": to, "by": "tests", **values}),
             result_type=OrderState,
+            rpc_timeout=rpc_timeout,
         )
 
     def handle(self, order_id: str) -> WorkflowHandle[Any, Any]:

@@ -27,7 +27,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
-from temporalio.client import WorkflowHistory, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowHistory,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -58,6 +63,12 @@ SEEDS = [int(_ONE)] if _ONE else list(range(int(_COUNT or 100))) if SOAK or _COU
 _MOVES = ["packed", "shipped", "out_for_delivery", "delivered"]
 _ODD_MOVES = ["rto", "cancelled", "confirmed"]
 _EVENTS = ["order.packed", "order.shipped", "order.out_for_delivery", "order.delivered"]
+_UNANSWERED = "unanswered"
+# As the API waits (settings.order_update_timeout), so a move still unanswered is one the
+# API would have answered 503. Reads give up sooner, as ops' would: a read left waiting on
+# a stopped worker would otherwise hold the schedule (and the worker's absence) for 30 s.
+_MOVE_WAIT = timedelta(seconds=60)
+_READ_WAIT = timedelta(seconds=2)
 _BENIGN = {WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND}
 
 
@@ -111,12 +122,14 @@ class Run:
     def update(self, to: str) -> None:
         async def move() -> str:
             try:
-                state = await self.shop.transition(self.order_id, to)
+                state = await self.shop.transition(self.order_id, to, rpc_timeout=_MOVE_WAIT)
                 return f"{to}: ok ({state.status})"
             except WorkflowUpdateFailedError as err:
                 return f"{to}: refused ({err.cause})"
             except RPCError as err:  # the API answers these 503 (or 404 once it has ended)
                 return f"{to}: {err.status.name} ({err.message})"
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                return f"{to}: {_UNANSWERED}"
 
         self.updates.append(asyncio.create_task(move()))
 
@@ -171,7 +184,9 @@ class Run:
                     )
         elif name == "query":
             with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-                await self.shop.state(self.order_id)
+                await self.shop.handle(self.order_id).query(
+                    STATE_QUERY, result_type=OrderState, rpc_timeout=_READ_WAIT
+                )
         elif name == "sleep":
             await asyncio.sleep(float(arg))
         elif name == "stop":
@@ -260,7 +275,16 @@ async def test_an_order_under_a_seeded_interleaving_replays(
         for round in rounds:
             await asyncio.gather(*(run.step(kind) for kind in round))
         await run.start()
-        run.log.extend(await asyncio.wait_for(asyncio.gather(*run.updates), 120))
+        answers = await asyncio.wait_for(asyncio.gather(*run.updates), 120)
+        run.log.extend(answers)
+        if any(answer.endswith(_UNANSWERED) for answer in answers):
+            history = await shop.handle(run.order_id).fetch_history()
+            keep = Path(tempfile.gettempdir()) / f"order-interleaving-{seed}.json"
+            await asyncio.to_thread(keep.write_text, history.to_json())
+            pytest.fail(
+                f"seed {seed} ({payment_type}, killable={run.killable}, cold={run.cold_always}):"
+                f" an ops move went unanswered: {json.dumps(run.log)}\nhistory: {keep}"
+            )
         await asyncio.sleep(1)
         history = await shop.handle(run.order_id).fetch_history()
         failed = [

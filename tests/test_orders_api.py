@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -210,3 +211,50 @@ async def test_orders_need_the_ops_scope_and_unknown_orders_are_404(order_api: A
 
     assert (await order_api.get("/v1/orders/nope", key=key)).status_code == 403
     assert (await order_api.get(f"/v1/orders/{uid('ord')}")).status_code == 404
+
+
+async def test_a_move_no_worker_answers_in_time_is_a_503_and_applies_once_workers_run(
+    database_url: str,
+    dev_server: WorkflowEnvironment,
+    task_queue: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fake_razorpay: FakeRazorpay,
+    fake_stripe: FakeStripe,
+):
+    settings = make_settings(
+        database_url,
+        dev_server.client.service_client.config.target_host,
+        task_queue,
+        razorpay_key_id=RAZORPAY_KEY_ID,
+        razorpay_key_secret=SecretStr(RAZORPAY_KEY_SECRET),
+        razorpay_base_url=fake_razorpay.url,
+        stripe_api_key=SecretStr(STRIPE_API_KEY),
+        stripe_api_base=fake_stripe.url,
+        payment_policy=PaymentPolicy(),
+        order_update_timeout=timedelta(seconds=2),
+    )
+    api, manager = await start_api(settings)
+    try:
+        async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
+            order_id = await _place(api, "INR", "1000.00")
+            await _order(api, order_id, status="awaiting_payment")
+        # The order workers are down (a deploy, a crash): ops move the order meanwhile.
+        moved = await api.http.post(
+            f"/v1/orders/{order_id}/transitions", json={"to": "cancelled"}, headers=auth(ADMIN_KEY)
+        )
+        assert moved.status_code == 503, moved.text
+        assert moved.json()["error"] == "service_unavailable"
+        assert "may still take effect" in moved.json()["detail"]
+        assert moved.headers["Retry-After"] == "2"
+        async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
+            order = await _order(api, order_id, status="cancelled")
+            again = await api.http.post(
+                f"/v1/orders/{order_id}/transitions",
+                json={"to": "cancelled"},
+                headers=auth(ADMIN_KEY),
+            )
+        assert [h["status"] for h in order["history"]].count("cancelled") == 1
+        assert (again.status_code, again.json()["current_status"]) == (409, "cancelled")
+    finally:
+        await api.http.aclose()
+        await manager.__aexit__(None, None, None)
