@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     shop_name: str = "Sutra Demo Shop"
     shop_url: str = "https://shop.example.com"
     shop_support_email: str = "help@shop.example.com"
+    # The zone analytics days are counted in (a report's "1 March" is the shop's 1 March);
+    # unset: SUTRA_DEFAULT_TIMEZONE.
+    shop_timezone: str | None = None
 
     # Rules of the road for marketing messages; rules may override them.
     default_timezone: str = "UTC"
