@@ -1,0 +1,261 @@
+"""The shop at a glance over a period: what Sutra earned beside what the shop sold, carts
+recovered, messages sent per channel per day, deliverability, unsubscribes, and journeys
+running now.
+
+Days are the shop's (``Period``). Rehearsals (test runs of a rule) are left out everywhere.
+Money is per currency, never summed across currencies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, Numeric, and_, cast, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from db.models import Attribution, ConsentChange, Event, JourneyEntry, Message, MessageEvent
+from services.analytics.period import Period
+
+CHANNELS = ("email", "sms", "whatsapp")
+# A cart journey ends "converted" when the cart itself was ordered, "ordered" when the
+# customer ordered elsewhere and the rule exits on any order of theirs.
+RECOVERED = ("converted", "ordered")
+COMPLAINTS = ("spamreport",)
+
+
+def _day(column: Any, period: Period) -> ColumnElement[date]:
+    return cast(func.timezone(period.zone.key, column), Date)
+
+
+def _within(column: Any, period: Period) -> ColumnElement[bool]:
+    return and_(column >= period.start_utc, column < period.end_utc)
+
+
+def _money(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01")))
+
+
+async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
+    days: dict[date, dict[str, Any]] = {
+        day: {
+            "date": day,
+            "messages": dict.fromkeys(CHANNELS, 0),
+            "order_revenue": defaultdict(Decimal),
+            "attributed_revenue": defaultdict(Decimal),
+        }
+        for day in period.days
+    }
+    totals_orders: dict[str, Decimal] = defaultdict(Decimal)
+    totals_attributed: dict[str, Decimal] = defaultdict(Decimal)
+    orders = 0
+    for day, currency, count, revenue in await _order_revenue(session, period):
+        days[day]["order_revenue"][currency] += revenue
+        totals_orders[currency] += revenue
+        orders += count
+    attributed_orders = 0
+    for day, currency, count, revenue in await _attributed(session, period):
+        days[day]["attributed_revenue"][currency] += revenue
+        totals_attributed[currency] += revenue
+        attributed_orders += count
+    for day, channel, count in await _sent_per_day(session, period):
+        days[day]["messages"][channel] = count
+    return {
+        "period": period.describe(),
+        "revenue": {
+            "orders": orders,
+            "order_revenue": {c: _money(a) for c, a in sorted(totals_orders.items())},
+            "attributed_orders": attributed_orders,
+            "attributed_revenue": {c: _money(a) for c, a in sorted(totals_attributed.items())},
+            "attributed_share": {
+                c: float(totals_attributed[c] / a) if a else None
+                for c, a in sorted(totals_orders.items())
+            },
+        },
+        "carts": await _carts(session, period),
+        "deliverability": await _deliverability(session, period),
+        "unsubscribes": await _unsubscribes(session, period),
+        "journeys_running": await _running(session),
+        "days": [
+            {
+                "date": d["date"].isoformat(),
+                "messages": d["messages"],
+                "order_revenue": {c: _money(a) for c, a in sorted(d["order_revenue"].items())},
+                "attributed_revenue": {
+                    c: _money(a) for c, a in sorted(d["attributed_revenue"].items())
+                },
+            }
+            for d in days.values()
+        ],
+    }
+
+
+async def _order_revenue(session: AsyncSession, period: Period) -> list[Any]:
+    """Every order the shop reported placed in the period, once each (the first
+    ``order.placed`` for an order id), at its reported total: the shop's own figure that
+    Sutra's attributed share is set against."""
+    data = Event.payload["data"]
+    first = (
+        select(
+            Event.order_id,
+            Event.occurred_at,
+            data["currency"].astext.label("currency"),
+            cast(data["total"].astext, Numeric(18, 4)).label("total"),
+        )
+        .where(Event.type == "order.placed", Event.order_id.is_not(None))
+        .where(_within(Event.occurred_at, period))
+        .distinct(Event.order_id)
+        .order_by(Event.order_id, Event.occurred_at)
+        .subquery()
+    )
+    day = _day(first.c.occurred_at, period)
+    result = await session.execute(
+        select(day, first.c.currency, func.count(), func.sum(first.c.total)).group_by(
+            day, first.c.currency
+        )
+    )
+    return list(result.all())
+
+
+def _not_a_test(workflow_id: Any) -> ColumnElement[bool]:
+    # Test runs of a rule run under "…/test-…" workflow ids and their entries say test.
+    rehearsal = select(JourneyEntry.id).where(
+        JourneyEntry.workflow_id == workflow_id, JourneyEntry.test.is_(True)
+    )
+    return or_(workflow_id.is_(None), ~rehearsal.exists())
+
+
+async def _attributed(session: AsyncSession, period: Period) -> list[Any]:
+    day = _day(Attribution.ordered_at, period)
+    result = await session.execute(
+        select(day, Attribution.currency, func.count(), func.sum(Attribution.revenue))
+        .outerjoin(Message, Message.id == Attribution.message_id)
+        .where(_within(Attribution.ordered_at, period), _not_a_test(Message.workflow_id))
+        .group_by(day, Attribution.currency)
+    )
+    return list(result.all())
+
+
+async def _sent_per_day(session: AsyncSession, period: Period) -> list[Any]:
+    day = _day(Message.sent_at, period)
+    result = await session.execute(
+        select(day, Message.channel, func.count())
+        .where(
+            _within(Message.sent_at, period),
+            Message.channel.in_(CHANNELS),
+            _not_a_test(Message.workflow_id),
+        )
+        .group_by(day, Message.channel)
+    )
+    return list(result.all())
+
+
+async def _carts(session: AsyncSession, period: Period) -> dict[str, Any]:
+    """Cart journeys entered in the period, and those that ended in an order."""
+    recovered = JourneyEntry.exit_reason.in_(RECOVERED)
+    entered, won = (
+        await session.execute(
+            select(func.count(), func.count().filter(recovered)).where(
+                JourneyEntry.cart_id.is_not(None),
+                JourneyEntry.test.is_(False),
+                _within(JourneyEntry.entered_at, period),
+            )
+        )
+    ).one()
+    revenue = await session.execute(
+        select(Attribution.currency, func.sum(Attribution.revenue))
+        .join(
+            JourneyEntry,
+            and_(
+                JourneyEntry.cart_id == Attribution.cart_id,
+                JourneyEntry.rule_id == Attribution.rule_id,
+            ),
+        )
+        .where(
+            Attribution.cart_id.is_not(None),
+            JourneyEntry.test.is_(False),
+            _within(JourneyEntry.entered_at, period),
+        )
+        .group_by(Attribution.currency)
+    )
+    return {
+        "abandoned_journeys": entered,
+        "recovered": won,
+        "recovery_rate": won / entered if entered else None,
+        "recovered_revenue": {c: _money(a) for c, a in sorted(revenue.all())},
+    }
+
+
+async def _deliverability(session: AsyncSession, period: Period) -> dict[str, Any]:
+    """Per channel, of the messages sent in the period: delivered, bounced, spam
+    complaints, and the bounce and complaint rates over those sent."""
+    complaint = (
+        select(MessageEvent.id)
+        .where(MessageEvent.message_id == Message.id, MessageEvent.status.in_(COMPLAINTS))
+        .exists()
+    )
+    result = await session.execute(
+        select(
+            Message.channel,
+            func.count(),
+            func.count(Message.delivered_at),
+            func.count().filter(Message.status == "bounced"),
+            func.count().filter(complaint),
+        )
+        .where(
+            _within(Message.sent_at, period),
+            Message.channel.in_(CHANNELS),
+            _not_a_test(Message.workflow_id),
+        )
+        .group_by(Message.channel)
+    )
+    out: dict[str, Any] = {}
+    for channel, sent, delivered, bounced, complaints in result.all():
+        out[str(channel)] = {
+            "sent": sent,
+            "delivered": delivered,
+            "bounced": bounced,
+            "complaints": complaints,
+            "bounce_rate": bounced / sent if sent else None,
+            "complaint_rate": complaints / sent if sent else None,
+        }
+    return {channel: out.get(channel, _no_sends()) for channel in CHANNELS}
+
+
+def _no_sends() -> dict[str, Any]:
+    return {
+        "sent": 0,
+        "delivered": 0,
+        "bounced": 0,
+        "complaints": 0,
+        "bounce_rate": None,
+        "complaint_rate": None,
+    }
+
+
+async def _unsubscribes(session: AsyncSession, period: Period) -> dict[str, int]:
+    """Customers who withdrew consent on a channel in the period, however they said it
+    (an unsubscribe link, STOP, the provider's unsubscribe), counted once per customer and
+    channel."""
+    result = await session.execute(
+        select(ConsentChange.channel, func.count(func.distinct(ConsentChange.customer_id)))
+        .where(
+            ConsentChange.granted.is_(False),
+            or_(ConsentChange.previous.is_(None), ConsentChange.previous.is_(True)),
+            _within(ConsentChange.occurred_at, period),
+        )
+        .group_by(ConsentChange.channel)
+    )
+    found = {str(channel): count for channel, count in result.all()}
+    return {channel: found.get(channel, 0) for channel in CHANNELS}
+
+
+async def _running(session: AsyncSession) -> int:
+    """Journeys entered and not yet exited, now (not bound to the period)."""
+    count = await session.scalar(
+        select(func.count()).where(JourneyEntry.exited_at.is_(None), JourneyEntry.test.is_(False))
+    )
+    return int(count or 0)
