@@ -124,8 +124,12 @@ async def connect(settings: Settings, *, autocommit: bool = False) -> BoundedCon
         # A statement rather than a startup option (-c in "options"): PgBouncer refuses
         # startup options it does not track, and would refuse the connection.
         statement_ms = round(settings.database_statement_timeout.total_seconds() * 1000)
+        # JIT off: it pays off only for long analytical scans, and PostgreSQL judges by cost
+        # estimates, so an analytics query over the ledger spent 1.7 s compiling to run in
+        # 0.1 s (bench/analytics.py). Every query Sutra runs is short.
         await conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)", (f"{statement_ms}ms",)
+            "SELECT set_config('statement_timeout', %s, false), set_config('jit', 'off', false)",
+            (f"{statement_ms}ms",),
         )
         if not autocommit:
             await conn.set_autocommit(False)

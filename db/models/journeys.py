@@ -112,6 +112,13 @@ class JourneyEntry(Base):
         ),
         Index("ix_journey_entries_customer_id_exited_at", "customer_id", "exited_at"),
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
+        # Analytics leave rehearsals out by workflow id: a probe of this small index.
+        Index("ix_journey_entries_test_workflow_id", "workflow_id", postgresql_where=text("test")),
+        Index(
+            "ix_journey_entries_cart_entered_at",
+            "entered_at",
+            postgresql_where=text("cart_id IS NOT NULL"),
+        ),
     )
 
 
@@ -235,4 +242,7 @@ class Attribution(Base):
         DateTime(timezone=True), server_default=server_now()
     )
 
-    __table_args__ = (Index("ix_attributions_rule_id", "rule_id", "rule_version"),)
+    __table_args__ = (
+        Index("ix_attributions_rule_id", "rule_id", "rule_version"),
+        Index("ix_attributions_ordered_at", "ordered_at"),
+    )

@@ -85,6 +85,8 @@ class Message(Base):
             "provider_message_id",
             postgresql_where=text("provider_message_id IS NOT NULL"),
         ),
+        # Analytics read the ledger by the day a message was sent.
+        Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
         # The frequency cap looks back at a customer's recent marketing sends per channel.
         Index(
             "ix_messages_marketing_sent",
