@@ -51,8 +51,8 @@ class NotSignedIn(Exception):
 class MissingScope(Exception):
     """The signed-in key lacks the scope a page needs."""
 
-    def __init__(self, principal: Principal, scope: str) -> None:
-        self.principal = principal
+    def __init__(self, who: Signed, scope: str) -> None:
+        self.who = who
         self.scope = scope
 
 
@@ -160,7 +160,7 @@ SignedDep = Annotated[Signed, Depends(signed)]
 def needs(scope: str) -> Callable[[Signed], Awaitable[Signed]]:
     async def check(who: SignedDep) -> Signed:
         if not who.principal.allows(scope):
-            raise MissingScope(who.principal, scope)
+            raise MissingScope(who, scope)
         return who
 
     return check

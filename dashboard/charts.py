@@ -57,6 +57,7 @@ def funnel_chart(stages: list[tuple[str, int]]) -> dict[str, Any]:
 def variants_chart(experiment: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "bar",
+        "horizontal": True,
         "percent": True,
         "labels": [v["name"] for v in experiment["variants"]],
         "series": [

@@ -87,7 +87,12 @@ class Pages(APIRoute):
                 return render(
                     request,
                     "forbidden.html",
-                    {"scope": exc.scope, "key_name": exc.principal.name},
+                    {
+                        "scope": exc.scope,
+                        "key_name": exc.who.principal.name,
+                        "who": exc.who.principal,
+                        "csrf": exc.who.csrf,
+                    },
                     status_code=403,
                 )
             except SutraError as exc:

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.experiments import AssignVariantInput
 from contracts.rules import RuleDefinition
 from db.models import Attribution, JourneyEntry, Message, PaymentLink
-from services.journeys import rules
+from services.journeys import experiments, rules
 from tests.factories import customer, item, uid
 from tests.test_split_assignment import split_rule
 
@@ -103,6 +104,23 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                     exited_at=YESTERDAY if revenue else None,
                     exit_reason="converted" if revenue else None,
                 )
+            )
+            await session.flush()
+            # The split's choice, recorded as the journey's activity records it.
+            await experiments.assign_all(
+                session,
+                [
+                    AssignVariantInput(
+                        rule_id=rule.id,
+                        rule_version=1,
+                        path="0",
+                        customer_id=who,
+                        workflow_id=workflow_id,
+                        run_id="run",
+                        variants=[("a", 50), ("b", 50)],
+                        bucket=0 if variant == "a" else 99,
+                    )
+                ],
             )
             channel = "email" if variant == "a" else "sms"
             reached = status in ("delivered", "opened", "clicked")

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config.settings import Settings
+from db.models import Message
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
+from tests.factories import uid
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+MESSAGE = re.compile(r'<tr data-message="([^"]+)"')
+OLDER = re.compile(r'rel="next" href="([^"]+)"')
 
 
 async def _key(api: Api, *scopes: str) -> tuple[str, str]:
@@ -196,3 +202,38 @@ async def test_pages_answer_bad_input_and_unknown_rules_as_pages(browser: httpx.
     # The sign-in form never sends a browser off the dashboard.
     form = await browser.get("/dashboard/sign-in?next=//evil.example.com")
     assert 'name="next" value="/dashboard"' in form.text
+
+
+async def test_the_ledger_pages_25_at_a_time_in_the_apis_order(
+    api: Api, browser: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+):
+    who = uid("c_ledger")
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    async with sessionmaker() as session, session.begin():
+        for n in range(30):
+            session.add(
+                Message(
+                    key=f"ledger/{who}/{n}",
+                    customer_id=who,
+                    channel="whatsapp" if n % 3 == 0 else "email",
+                    template="cart_reminder_1",
+                    kind="marketing",
+                    status="sent",
+                    created_at=start + timedelta(minutes=n),
+                )
+            )
+    listed = await api.get(f"/v1/messages?customer_id={who}&limit=50")
+    expected = [m["id"] for m in listed.json()["messages"]]
+    await _sign_in(browser, ADMIN_KEY)
+
+    first = await browser.get(f"/dashboard/messages?customer_id={who}")
+    assert first.status_code == 200
+    assert MESSAGE.findall(first.text) == expected[:25]
+    [older] = OLDER.findall(first.text)
+    second = await browser.get(older.replace("&amp;", "&"))
+    assert MESSAGE.findall(second.text) == expected[25:]
+    assert not OLDER.findall(second.text)
+
+    whatsapp = await browser.get(f"/dashboard/messages?customer_id={who}&channel=whatsapp")
+    assert len(MESSAGE.findall(whatsapp.text)) == 10
+    assert whatsapp.text.count('data-label="Channel">WhatsApp<') == 10

@@ -170,11 +170,10 @@ def _journeys(server: Server, customer_id: str) -> list[dict[str, Any]]:
 
 async def _seeded(server: Server, sessionmaker: async_sessionmaker[AsyncSession]) -> Seeded:
     seeded = await seed(sessionmaker, uid("c_dash"))
-    for event in events(seeded):
-        posted = httpx.post(
-            f"{server.url}/v1/events", json=event, headers=auth(ADMIN_KEY), timeout=10
-        )
-        assert posted.status_code == 202, posted.text
+    async with httpx.AsyncClient(base_url=server.url, headers=auth(ADMIN_KEY)) as http:
+        for event in events(seeded):
+            posted = await http.post("/v1/events", json=event)
+            assert posted.status_code == 202, posted.text
     return seeded
 
 
@@ -299,11 +298,10 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
 async def test_a_key_without_the_scope_sees_which_scope_it_needs(server: Server, browser: Any):
     from selenium.webdriver.common.by import By
 
-    created = httpx.post(
-        f"{server.url}/v1/api-keys",
-        json={"name": "Rules editor", "scopes": ["rules:read", "rules:write"]},
-        headers=auth(ADMIN_KEY),
-    )
+    async with httpx.AsyncClient(base_url=server.url, headers=auth(ADMIN_KEY)) as http:
+        created = await http.post(
+            "/v1/api-keys", json={"name": "Rules editor", "scopes": ["rules:read", "rules:write"]}
+        )
     assert created.status_code == 201, created.text
     sign_in(browser, server.url, created.json()["key"])
 
