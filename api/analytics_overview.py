@@ -50,6 +50,11 @@ class ChannelDeliverability(BaseModel):
     complaints: int = Field(description="Spam reports on the messages sent")
     bounce_rate: float | None = Field(description="bounced / sent")
     complaint_rate: float | None = Field(description="complaints / sent")
+    failed: int = Field(description="Messages asked for in the period that failed for good")
+    suppressed: int = Field(
+        description="Messages asked for in the period that send policy held back"
+        " (consent, suppression, caps, no channel)"
+    )
 
 
 class DayView(BaseModel):
@@ -68,6 +73,9 @@ class Overview(BaseModel):
     deliverability: dict[str, ChannelDeliverability] = Field(description="Per channel")
     unsubscribes: dict[str, int] = Field(
         description="Customers who withdrew consent in the period, per channel"
+    )
+    suppressions: dict[str, int] = Field(
+        description="Addresses Sutra stopped messaging in the period, by reason"
     )
     journeys_running: int = Field(description="Journeys entered and not ended, now")
     days: list[DayView]

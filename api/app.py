@@ -40,6 +40,7 @@ from api.middleware import (
 )
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from dashboard import router as dashboard
 from db.engine import create_engine, create_sessionmaker
 from services.delivery.dispatcher import Dispatcher, running
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ops.router,
     ):
         app.include_router(router)
+    dashboard.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(

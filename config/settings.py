@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     # The zone analytics days are counted in (a report's "1 March" is the shop's 1 March);
     # unset: SUTRA_DEFAULT_TIMEZONE.
     shop_timezone: str | None = None
+    # The locale the dashboard formats numbers, money and dates in (Babel), e.g. en_IN.
+    shop_locale: str = "en"
 
     # Rules of the road for marketing messages; rules may override them.
     default_timezone: str = "UTC"
@@ -229,6 +231,19 @@ class Settings(BaseSettings):
         if info.field_name == "database_connect_timeout" and value < timedelta(seconds=2):
             raise ValueError(f"{name} must be at least 2 seconds (libpq's minimum)")
         return value
+
+    @field_validator("shop_locale")
+    @classmethod
+    def _check_shop_locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(
+                f"SUTRA_SHOP_LOCALE {value!r} is not a locale Babel knows (e.g. en, en_IN, ur_PK)"
+            ) from None
+        return value.replace("-", "_")
 
     @field_validator("payload_keys")
     @classmethod

@@ -238,6 +238,7 @@ class Stack:
   Sutra is running.
 
   API docs      {base}/docs
+  Dashboard     {base}/dashboard (sign in with the admin key)
   Temporal UI   {ui}
   Admin API key {key}
 

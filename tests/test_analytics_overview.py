@@ -26,6 +26,7 @@ from db.models import (
     Message,
     MessageEvent,
     Rule,
+    Suppression,
 )
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
 from tests.factories import uid
@@ -145,6 +146,40 @@ async def _build(sessionmaker: async_sessionmaker[AsyncSession], year: int = 202
     rehearsal = f"cart/{h.id('ktest')}"
     m_test = h.message("sms", "2020-03-02T05:00", workflow=rehearsal)
     h.message("email", "2020-03-03T19:30")  # 4 March: outside
+    # Never sent: one failed, one held back (asked for on 2 March), one outside the period.
+    for status, created in (
+        ("failed", "2020-03-02T06:00"),
+        ("suppressed", "2020-03-02T06:00"),
+        ("suppressed", "2020-03-03T20:00"),
+    ):
+        h.rows.append(
+            Message(
+                key=uid("key"),
+                customer_id=h.id("c1"),
+                channel="whatsapp",
+                template="cart_reminder",
+                kind="marketing",
+                status=status,
+                workflow_id=f"cart/{uid('k')}",
+                created_at=h.z(created),
+            )
+        )
+    for reason, created in (
+        ("bounce", "2020-03-01T08:00"),
+        ("unsubscribe", "2020-03-02T08:00"),
+        ("unsubscribe", "2020-03-02T09:00"),
+        ("stop", "2020-03-05T08:00"),
+    ):
+        h.rows.append(
+            Suppression(
+                channel="email",
+                address=f"{uid('a')}@example.com",
+                scope="all",
+                reason=reason,
+                source="sendgrid",
+                created_at=h.z(created),
+            )
+        )
     h.rows.append(
         MessageEvent(
             message_id=m4,
@@ -235,6 +270,8 @@ async def test_the_overview_of_a_known_history(
             "complaints": 1,
             "bounce_rate": pytest.approx(1 / 3),
             "complaint_rate": pytest.approx(1 / 3),
+            "failed": 0,
+            "suppressed": 0,
         },
         "sms": {
             "sent": 1,
@@ -243,6 +280,8 @@ async def test_the_overview_of_a_known_history(
             "complaints": 0,
             "bounce_rate": 0.0,
             "complaint_rate": 0.0,
+            "failed": 0,
+            "suppressed": 0,
         },
         "whatsapp": {
             "sent": 0,
@@ -251,9 +290,12 @@ async def test_the_overview_of_a_known_history(
             "complaints": 0,
             "bounce_rate": None,
             "complaint_rate": None,
+            "failed": 1,
+            "suppressed": 1,
         },
     }
     assert body["unsubscribes"] == {"email": 1, "sms": 1, "whatsapp": 0}
+    assert body["suppressions"] == {"bounce": 1, "unsubscribe": 2}
     assert body["days"] == [
         {
             "date": "2020-03-01",

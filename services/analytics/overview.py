@@ -17,7 +17,15 @@ from sqlalchemy import Date, Numeric, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.models import Attribution, ConsentChange, Event, JourneyEntry, Message, MessageEvent
+from db.models import (
+    Attribution,
+    ConsentChange,
+    Event,
+    JourneyEntry,
+    Message,
+    MessageEvent,
+    Suppression,
+)
 from services.analytics.period import Period
 
 CHANNELS = ("email", "sms", "whatsapp")
@@ -78,6 +86,7 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
         "carts": await _carts(session, period),
         "deliverability": await _deliverability(session, period),
         "unsubscribes": await _unsubscribes(session, period),
+        "suppressions": await _suppressions(session, period),
         "journeys_running": await _running(session),
         "days": [
             {
@@ -191,7 +200,8 @@ async def _carts(session: AsyncSession, period: Period) -> dict[str, Any]:
 
 async def _deliverability(session: AsyncSession, period: Period) -> dict[str, Any]:
     """Per channel, of the messages sent in the period: delivered, bounced, spam
-    complaints, and the bounce and complaint rates over those sent."""
+    complaints, and the bounce and complaint rates over those sent; and of the messages
+    asked for in the period that never went: failed, and held back by send policy."""
     complaint = (
         select(MessageEvent.id)
         .where(MessageEvent.message_id == Message.id, MessageEvent.status.in_(COMPLAINTS))
@@ -212,9 +222,9 @@ async def _deliverability(session: AsyncSession, period: Period) -> dict[str, An
         )
         .group_by(Message.channel)
     )
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {channel: _no_sends() for channel in CHANNELS}
     for channel, sent, delivered, bounced, complaints in result.all():
-        out[str(channel)] = {
+        out[str(channel)] |= {
             "sent": sent,
             "delivered": delivered,
             "bounced": bounced,
@@ -222,7 +232,23 @@ async def _deliverability(session: AsyncSession, period: Period) -> dict[str, An
             "bounce_rate": bounced / sent if sent else None,
             "complaint_rate": complaints / sent if sent else None,
         }
-    return {channel: out.get(channel, _no_sends()) for channel in CHANNELS}
+    unsent = await session.execute(
+        select(
+            Message.channel,
+            func.count().filter(Message.status == "failed"),
+            func.count().filter(Message.status == "suppressed"),
+        )
+        .where(
+            _within(Message.created_at, period),
+            Message.channel.in_(CHANNELS),
+            Message.status.in_(("failed", "suppressed")),
+            _not_a_test(Message.workflow_id),
+        )
+        .group_by(Message.channel)
+    )
+    for channel, failed, suppressed in unsent.all():
+        out[str(channel)] |= {"failed": failed, "suppressed": suppressed}
+    return out
 
 
 def _no_sends() -> dict[str, Any]:
@@ -233,7 +259,20 @@ def _no_sends() -> dict[str, Any]:
         "complaints": 0,
         "bounce_rate": None,
         "complaint_rate": None,
+        "failed": 0,
+        "suppressed": 0,
     }
+
+
+async def _suppressions(session: AsyncSession, period: Period) -> dict[str, int]:
+    """Addresses Sutra stopped messaging in the period, by reason (unsubscribe, stop,
+    bounce, spamreport, …)."""
+    result = await session.execute(
+        select(Suppression.reason, func.count())
+        .where(_within(Suppression.created_at, period))
+        .group_by(Suppression.reason)
+    )
+    return {str(reason): int(count) for reason, count in sorted(result.all())}
 
 
 async def _unsubscribes(session: AsyncSession, period: Period) -> dict[str, int]:

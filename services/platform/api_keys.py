@@ -136,6 +136,22 @@ async def authenticate(session: AsyncSession, plaintext: str, cache: KeyCache) -
     return principal
 
 
+async def principal_of(session: AsyncSession, key_id: uuid.UUID) -> Principal | None:
+    """The key with this id as a principal, unless it is revoked (or never existed): what a
+    dashboard session, which keeps the key's id and never the key, is checked against on
+    every page, so revoking a key ends its sessions at once."""
+    row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.name, ApiKey.scopes).where(
+                ApiKey.id == key_id, ApiKey.revoked_at.is_(None)
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+
+
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list((await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all())
 

@@ -1,0 +1,193 @@
+"""A known shop history for the dashboard tests: one split cart rule whose journeys,
+messages and attributed orders are written as the engine writes them, payment links,
+and (through the API) a customer with a cart and an order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.experiments import AssignVariantInput
+from contracts.rules import RuleDefinition
+from db.models import Attribution, JourneyEntry, Message, PaymentLink
+from services.journeys import experiments, rules
+from tests.factories import customer, item, uid
+from tests.test_split_assignment import split_rule
+
+# A June of the past that no other test writes into: the overview's shop-wide figures
+# for it are exactly what this module seeds, whatever else the test database holds.
+YESTERDAY = datetime(2023, 6, 14, 9, 0, tzinfo=UTC)
+PERIOD = {"from": "2023-06-01", "to": "2023-06-30"}
+
+
+@dataclass
+class Seeded:
+    rule_id: str
+    customer_id: str
+    # What the overview must show, in PKR.
+    attributed: Decimal = Decimal("16500")
+    shop_revenue: Decimal = Decimal("20000")
+    carts: int = 6
+    recovered: int = 3
+    sent: dict[str, int] = field(default_factory=dict)
+    orders: list[tuple[str, str, Decimal]] = field(default_factory=list)  # attributed
+
+
+# variant, converted (revenue), message status
+JOURNEYS: list[tuple[str, Decimal | None, str]] = [
+    ("a", Decimal("9000"), "opened"),
+    ("a", Decimal("4500"), "clicked"),
+    ("a", None, "delivered"),
+    ("a", None, "bounced"),
+    ("b", Decimal("3000"), "delivered"),
+    ("b", None, "sent"),
+]
+
+
+def events(seeded: Seeded) -> list[dict[str, Any]]:
+    """The customer's cart (now: it starts a cart workflow) and the shop's orders of the
+    seeded June: the three the rule was credited with and one it had no part in, 20,000
+    PKR in all (too old to start anything, kept as facts)."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    cart = {
+        "id": uid("evt"),
+        "type": "cart.updated",
+        "occurred_at": now,
+        "customer": customer(seeded.customer_id, name="Ayesha Khan"),
+        "data": {"cart_id": uid("cart"), "currency": "PKR", "items": [item()]},
+    }
+    at = (YESTERDAY + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    orders = [
+        {
+            "id": uid("evt"),
+            "type": "order.placed",
+            "occurred_at": at,
+            "customer": customer(who),
+            "data": {
+                "order_id": order_id,
+                "items": [item(unit_price=str(total))],
+                "total": str(total),
+                "currency": "PKR",
+                "payment_type": "prepaid",
+                "payment_status": "fully_paid",
+            },
+        }
+        for order_id, who, total in [*seeded.orders, (uid("ord"), uid("c"), Decimal("3500"))]
+    ]
+    return [cart, *orders]
+
+
+async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str) -> Seeded:
+    definition = RuleDefinition.model_validate(split_rule(uid("nobody")) | {"name": "Cart rescue"})
+    async with sessionmaker() as session, session.begin():
+        rule, _ = await rules.create(
+            session, definition, rules.Actor(key_id=None, name="tests"), status="active"
+        )
+        seeded = Seeded(rule_id=rule.id, customer_id=customer_id)
+        for n, (variant, revenue, status) in enumerate(JOURNEYS):
+            who = customer_id if n == 0 else uid("c")
+            cart = uid("cart")
+            workflow_id = f"cart/{cart}"
+            session.add(
+                JourneyEntry(
+                    rule_id=rule.id,
+                    rule_version=1,
+                    customer_id=who,
+                    workflow_id=workflow_id,
+                    cart_id=cart,
+                    variant=variant,
+                    entered_at=YESTERDAY,
+                    exited_at=YESTERDAY if revenue else None,
+                    exit_reason="converted" if revenue else None,
+                )
+            )
+            await session.flush()
+            # The split's choice, recorded as the journey's activity records it.
+            await experiments.assign_all(
+                session,
+                [
+                    AssignVariantInput(
+                        rule_id=rule.id,
+                        rule_version=1,
+                        path="0",
+                        customer_id=who,
+                        workflow_id=workflow_id,
+                        run_id="run",
+                        variants=[("a", 50), ("b", 50)],
+                        bucket=0 if variant == "a" else 99,
+                    )
+                ],
+            )
+            channel = "email" if variant == "a" else "sms"
+            reached = status in ("delivered", "opened", "clicked")
+            message = Message(
+                key=f"{workflow_id}/0.{variant}.0",
+                customer_id=who,
+                channel=channel,
+                template="cart_reminder_1",
+                kind="marketing",
+                status=status,
+                to="ayesha@example.com" if channel == "email" else "+923001234567",
+                subject="Forgot something? Your cart is waiting!" if channel == "email" else None,
+                body="Your cart is waiting",
+                rule_id=rule.id,
+                rule_version=1,
+                step=f"0.{variant}.0",
+                workflow_id=workflow_id,
+                cart_id=cart,
+                details={"variant": variant},
+                sent_at=YESTERDAY,
+                delivered_at=YESTERDAY if reached else None,
+                opened_at=YESTERDAY if status in ("opened", "clicked") else None,
+                clicked_at=YESTERDAY if status == "clicked" else None,
+                created_at=YESTERDAY + timedelta(minutes=n),
+            )
+            session.add(message)
+            seeded.sent[channel] = seeded.sent.get(channel, 0) + 1
+            await session.flush()
+            if revenue:
+                order_id = uid("ord")
+                seeded.orders.append((order_id, who, revenue))
+                session.add(
+                    Attribution(
+                        order_id=order_id,
+                        customer_id=who,
+                        cart_id=cart,
+                        message_id=message.id,
+                        rule_id=rule.id,
+                        rule_version=1,
+                        step=f"0.{variant}.0",
+                        variant=variant,
+                        channel=channel,
+                        revenue=revenue,
+                        currency="PKR",
+                        discount=revenue / 20,
+                        ordered_at=YESTERDAY + timedelta(hours=2),
+                    )
+                )
+        for n, (purpose, amount, paid_after) in enumerate(
+            [
+                ("upfront", Decimal("450"), timedelta(minutes=30)),
+                ("upfront", Decimal("900"), None),
+                ("prepaid", Decimal("5000"), timedelta(hours=2)),
+            ]
+        ):
+            session.add(
+                PaymentLink(
+                    reference=uid("pl")[:40],
+                    order_id=uid("ord"),
+                    purpose=purpose,
+                    provider="sandbox",
+                    amount=amount,
+                    currency="PKR",
+                    status="paid" if paid_after else "created",
+                    expire_at=YESTERDAY + timedelta(days=2),
+                    created_at=YESTERDAY + timedelta(minutes=n),
+                    paid_at=YESTERDAY + timedelta(minutes=n) + paid_after if paid_after else None,
+                )
+            )
+    return seeded
