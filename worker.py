@@ -32,6 +32,7 @@ from db.engine import create_engine, create_sessionmaker
 from services.journeys.schedules import ensure_time_trigger_schedule
 from services.messaging.send import Messaging
 from services.platform import task_failure_log, worker_metrics
+from services.platform.log_context import ActivityLogContext
 from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
 from services.templating.renderer import Renderer
 from workflows.order import OrderWorkflow
@@ -123,7 +124,7 @@ def build_worker(
         # A batch activity's beats reach the server every 2 s, well inside its heartbeat
         # timeout (activities/heartbeats.py), however busy this worker is.
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
-        "interceptors": [task_failure_log.RunDirectoryInterceptor()],
+        "interceptors": [task_failure_log.RunDirectoryInterceptor(), ActivityLogContext()],
         "activities": activities,
     }
     # Orders placed before their queue existed still run here, on the main queue.

@@ -38,6 +38,7 @@ from api.middleware import (
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
 )
+from api.request_ids import RequestIdMiddleware
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
@@ -125,4 +126,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware, https=settings.public_url.startswith("https://"))
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line logged has the id
     return app
