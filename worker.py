@@ -31,7 +31,7 @@ from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.journeys.schedules import ensure_time_trigger_schedule
 from services.messaging.send import Messaging
-from services.platform import task_failure_log, worker_metrics
+from services.platform import task_failure_log, tracing, worker_metrics
 from services.platform.log_context import ActivityLogContext
 from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
 from services.templating.renderer import Renderer
@@ -189,6 +189,7 @@ async def main() -> None:
         await stop.wait()
         log.info("worker shutting down")
     await engine.dispose()
+    tracing.flush()  # the process ends with os._exit: no atexit hook sends the last spans
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.delivery.dispatcher import Dispatcher, running
+from services.platform import tracing
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
 from services.platform.stranded import StrandedMonitor, monitoring
 from services.platform.temporal import FAIL_FAST, connect
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await stack.enter_async_context(running(app.state.dispatcher))
             yield
         await engine.dispose()
+        tracing.flush()
 
     app = FastAPI(
         title="Sutra",
