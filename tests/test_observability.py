@@ -3,8 +3,8 @@ the Temporal SDK's own), the API's, and JSON log lines that name the workflow, r
 message of an activity, and the request of an API call.
 
 A welcome rule's journey sends its first step by SMS, which Twilio's fake refuses for good,
-so the step goes out by email through SendGrid's fake; the rule is then archived, which
-ends the journey."""
+so the step goes out by email through SendGrid's fake, which then reports it delivered and
+opened to the API; the rule is then archived, which ends the journey."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import contextlib
 import io
 import json
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -31,8 +33,10 @@ from tests.conftest import ADMIN_KEY, auth, free_port, make_settings, start_api
 from tests.factories import customer, eventually, now_iso, uid
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
+from tests.providers.signing import SendGridSigner
 from worker import build_worker
 
+SIGNER = SendGridSigner()
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -94,6 +98,7 @@ def provider_settings(
         sendgrid_api_key=fake_sendgrid.api_key,
         sendgrid_host=fake_sendgrid.url,
         email_from="hello@shop.example",
+        sendgrid_webhook_public_key=SIGNER.public_key,
     )
 
 
@@ -166,7 +171,32 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
             sent = [m for m in page["messages"] if (m["channel"], m["status"]) == ("email", "sent")]
             return sent or None
 
-        await eventually(emailed, what="the welcome email", within=30)
+        [email] = await eventually(emailed, what="the welcome email", within=30)
+        # SendGrid reports it delivered and opened: the API counts what providers report.
+        api_before = scrape((await api.http.get("/metrics")).text)
+        body = json.dumps(
+            [
+                {
+                    "email": email["to"],
+                    "timestamp": int(time.time()),
+                    "event": kind,
+                    "sg_event_id": uuid.uuid4().hex,
+                    "sg_message_id": f"{email['provider_message_id']}.filter0001",
+                    "sutra_message_id": email["id"],
+                }
+                for kind in ("delivered", "open")
+            ]
+        ).encode()
+        hook = await api.http.post(
+            "/v1/webhooks/sendgrid", content=body, headers=SIGNER.headers(body)
+        )
+        assert hook.status_code == 200, hook.text
+        api_after = scrape((await api.http.get("/metrics")).text)
+        for status in ("delivered", "opened"):
+            reported = {"channel": "email", "status": status}
+            assert value(api_after, "sutra_messages_total", **reported) == 1 + value(
+                api_before, "sutra_messages_total", **reported
+            )
         archived = await api.http.post(f"/v1/rules/{rule_id}/archive", headers=auth(ADMIN_KEY))
         assert archived.status_code == 200
 
