@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -30,7 +31,8 @@ from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.journeys.schedules import ensure_time_trigger_schedule
 from services.messaging.send import Messaging
-from services.platform import task_failure_log
+from services.platform import task_failure_log, tracing, worker_metrics
+from services.platform.log_context import ActivityLogContext
 from services.platform.temporal import connect, ensure_search_attributes, order_task_queue
 from services.templating.renderer import Renderer
 from workflows.order import OrderWorkflow
@@ -122,7 +124,7 @@ def build_worker(
         # A batch activity's beats reach the server every 2 s, well inside its heartbeat
         # timeout (activities/heartbeats.py), however busy this worker is.
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
-        "interceptors": [task_failure_log.RunDirectoryInterceptor()],
+        "interceptors": [task_failure_log.RunDirectoryInterceptor(), ActivityLogContext()],
         "activities": activities,
     }
     # Orders placed before their queue existed still run here, on the main queue.
@@ -143,11 +145,11 @@ def build_worker(
     return Workers(main, order_workers)
 
 
-async def connect_with_retry(settings: Settings) -> Client:
+async def connect_with_retry(settings: Settings, metrics: PrometheusConfig | None = None) -> Client:
     delay = 1.0
     while True:
         try:
-            return await connect(settings, runtime=task_failure_log.worker_runtime())
+            return await connect(settings, runtime=task_failure_log.worker_runtime(metrics))
         except Exception as exc:  # the server may still be starting
             log.warning(
                 "Temporal at %s not reachable (%s); retrying", settings.temporal_address, exc
@@ -159,7 +161,15 @@ async def connect_with_retry(settings: Settings) -> Client:
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings)
-    client = await connect_with_retry(settings)
+    sdk_metrics = None
+    if settings.worker_metrics_port:
+        try:
+            sdk_metrics = worker_metrics.serve(
+                settings.worker_metrics_port, settings.worker_metrics_host
+            ).sdk
+        except OSError as exc:  # the port is taken: run the worker without its page
+            log.error("worker metrics not served on port %s: %s", settings.worker_metrics_port, exc)
+    client = await connect_with_retry(settings, sdk_metrics)
     await ensure_search_attributes(client, settings.temporal_namespace)
     await ensure_time_trigger_schedule(client, settings)
     engine = create_engine(settings)
@@ -179,6 +189,7 @@ async def main() -> None:
         await stop.wait()
         log.info("worker shutting down")
     await engine.dispose()
+    tracing.flush()  # the process ends with os._exit: no atexit hook sends the last spans
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from contracts.journeys import (
 )
 from services.customers import profiles
 from services.journeys import admission, attribution, coupons
+from services.platform import metrics
 
 
 class JourneyActivities:
@@ -56,6 +57,8 @@ class JourneyActivities:
             )
         if entry is None:
             return EnterJourneyResult()
+        if entry.fresh and not entry.test:  # committed: counted once per journey
+            metrics.JOURNEY_STARTS.labels(entry.rule_id).inc()
         return EnterJourneyResult(
             rule=PinnedRule(
                 rule_id=entry.rule_id, version=entry.version, definition=entry.definition
@@ -115,9 +118,12 @@ class JourneyActivities:
     @activity.defn(name=EXIT_JOURNEY)
     async def exit_journey(self, input: ExitJourneyInput) -> None:
         async with self._sessionmaker() as session, session.begin():
-            await admission.record_exit(
+            exited = await admission.record_exit(
                 session, input.workflow_id, input.rule_id, input.reason, server_now()
             )
+            test = exited is None or exited.test
+        if not test:
+            metrics.JOURNEY_EXITS.labels(input.rule_id, input.reason).inc()
 
     @activity.defn(name=ATTRIBUTE_ORDER)
     async def attribute_order(self, input: AttributeOrderInput) -> AttributeOrderResult:

@@ -13,6 +13,7 @@ from contracts.journeys import PinnedRule
 from contracts.lifecycle import ENTER_LIFECYCLE, EnterLifecycleInput, EnterLifecycleResult
 from services.customers import profiles
 from services.journeys import admission
+from services.platform import metrics
 
 
 class LifecycleActivities:
@@ -40,6 +41,8 @@ class LifecycleActivities:
             )
         if isinstance(entry, admission.Refusal):
             return EnterLifecycleResult(refused=entry.reason)
+        if entry.fresh and not entry.test:
+            metrics.JOURNEY_STARTS.labels(entry.rule_id).inc()
         return EnterLifecycleResult(
             rule=PinnedRule(
                 rule_id=entry.rule_id, version=entry.version, definition=entry.definition

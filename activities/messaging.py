@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,6 +22,8 @@ from services.messaging.send import Messaging
 # "Retry-After: 0" (or a date already past) still gets a breath between attempts.
 MIN_RETRY_DELAY = timedelta(seconds=1)
 
+_log = structlog.get_logger("sutra.messaging")
+
 
 class MessagingActivities:
     def __init__(self, messaging: Messaging) -> None:
@@ -34,7 +37,7 @@ class MessagingActivities:
         # on the time-skipping test server; never earlier than this machine's clock.
         now = max(activity.info().current_attempt_scheduled_time, datetime.now(UTC))
         try:
-            return await self._messaging.send(input, now=now)
+            result = await self._messaging.send(input, now=now)
         except AwaitingProvider as exc:
             raise ApplicationError(str(exc), type="AwaitingProvider") from exc
         except TransientSendError as exc:
@@ -43,6 +46,15 @@ class MessagingActivities:
                 type="TransientSendError",
                 next_retry_delay=self._delay(exc.retry_after),
             ) from exc
+        # One line per message decided (the workflow, rule and key are bound already).
+        _log.info(
+            f"message {result.status}",
+            channel=result.channel,
+            provider=result.provider,
+            message_id=str(result.message_id) if result.message_id else None,
+            reason=result.reason,
+        )
+        return result
 
     def _delay(self, asked: timedelta | None) -> timedelta | None:
         """The provider's Retry-After, bounded, replaces the retry policy's next interval;

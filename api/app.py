@@ -38,11 +38,13 @@ from api.middleware import (
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
 )
+from api.request_ids import RequestIdMiddleware
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from dashboard import router as dashboard
 from db.engine import create_engine, create_sessionmaker
 from services.delivery.dispatcher import Dispatcher, running
+from services.platform import tracing
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
 from services.platform.stranded import StrandedMonitor, monitoring
 from services.platform.temporal import FAIL_FAST, connect
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await stack.enter_async_context(running(app.state.dispatcher))
             yield
         await engine.dispose()
+        tracing.flush()
 
     app = FastAPI(
         title="Sutra",
@@ -127,4 +130,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware, https=settings.public_url.startswith("https://"))
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line logged has the id
     return app

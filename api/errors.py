@@ -148,6 +148,20 @@ def install(app: FastAPI) -> None:
             return await _db_down(request, exc)
         return await _unexpected(request, exc)
 
+    @app.exception_handler(RuntimeError)
+    async def _runtime(request: Request, exc: RuntimeError) -> JSONResponse:
+        # The API's Temporal client connects lazily (it starts while Temporal is down); until
+        # it has connected once, every call raises this instead of an RPCError.
+        if str(exc).startswith(TEMPORAL_CONNECT_FAILED):
+            log.warning("Temporal unavailable: %s", exc)
+            return error_response(
+                503,
+                "service_unavailable",
+                "Temporal did not answer: it is not reachable; retry shortly",
+                headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+            )
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -155,6 +169,8 @@ def install(app: FastAPI) -> None:
 
 
 DB_RETRY_AFTER_SECONDS = 5
+# What temporalio's lazy client raises (a plain RuntimeError) while it cannot connect.
+TEMPORAL_CONNECT_FAILED = "Failed client connect"
 
 
 def database_unavailable() -> JSONResponse:

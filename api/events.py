@@ -17,11 +17,11 @@ from api.deps import SessionDep, SettingsDep, require
 from api.errors import ErrorBody, documented, field_errors, summarize
 from api.openapi import EVENT_SCHEMA_REF
 from config.settings import Settings
-from contracts.errors import MalformedJson, Unprocessable
+from contracts.errors import Conflict, MalformedJson, Unprocessable
 from contracts.events import EVENT_ADAPTER, EVENT_TYPES
 from services.delivery import outbox
 from services.intake.service import future_skew, ingest, received
-from services.platform import metrics
+from services.platform import audit, metrics
 from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -229,6 +229,8 @@ async def post_batch(
 
 
 class RouteOut(BaseModel):
+    seq: int = Field(description="Position in the outbox: deliveries go out in this order")
+    origin: str = Field(description="event, or redelivery (POST /v1/events/{id}/redeliver)")
     workflow_id: str
     workflow_type: str
     kind: str
@@ -272,4 +274,51 @@ async def get_event(
         received_at=event.received_at,
         payload=event.payload,
         routes=[RouteOut.model_validate(r, from_attributes=True) for r in routes],
+    )
+
+
+class Redelivered(BaseModel):
+    event_id: str
+    requeued: list[RouteOut] = Field(description="The new deliveries, pending until sent")
+    left: list[RouteOut] = Field(
+        description="Deliveries not queued again: delivered, or still pending (the "
+        "dispatcher retries those on its own)"
+    )
+
+
+@router.post(
+    "/{event_id}/redeliver",
+    summary="Hand a stored event to its workflows again",
+    description=(
+        "Queues again, through the outbox, each of the event's deliveries that reached no "
+        f"running workflow ({', '.join(outbox.REDELIVERABLE)}). Workflows ignore event ids "
+        "they have seen, so this is safe to repeat; a redelivery arrives after whatever the "
+        "workflow was sent since. 409 when there is nothing to queue again."
+    ),
+    responses=documented(401, 403, 404, 409),
+)
+async def redeliver_event(
+    event_id: str, session: SessionDep, principal: Annotated[Principal, Depends(require("ops"))]
+) -> Redelivered:
+    await received(session, event_id)
+    requeued, left = await outbox.redeliver(session, event_id)
+    if not requeued:
+        states = ", ".join(f"{r.workflow_id}: {r.status}" for r in left) or "no deliveries"
+        raise Conflict(
+            f"event {event_id} has nothing to redeliver ({states}); only "
+            f"{' or '.join(outbox.REDELIVERABLE)} deliveries are queued again"
+        )
+    await outbox.notify(session)
+    audit.record(
+        session,
+        principal,
+        "event",
+        event_id,
+        "redeliver",
+        {"workflows": [r.workflow_id for r in requeued]},
+    )
+    return Redelivered(
+        event_id=event_id,
+        requeued=[RouteOut.model_validate(r, from_attributes=True) for r in requeued],
+        left=[RouteOut.model_validate(r, from_attributes=True) for r in left],
     )

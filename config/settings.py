@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         default=None, description="JSON log lines; defaults to on in production"
     )
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # The worker's own Prometheus endpoint (GET /metrics): Sutra's counters of the work it
+    # does and the Temporal SDK's metrics. Off unless a port is given (`make run`: 9464).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # OpenTelemetry traces (OTLP over HTTP, e.g. http://collector:4318/v1/traces) of
+    # workflows, activities and the API's Temporal calls; needs the `otel` extra.
+    otlp_endpoint: str | None = None
+    otlp_service_name: str = "sutra"
 
     # Plain DATABASE_URL is honoured too: it is what hosting platforms set.
     database_url: str | None = Field(

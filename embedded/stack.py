@@ -210,6 +210,7 @@ class Stack:
         self.payload_keys()
         self.temporal(codec_endpoint=self.codec_endpoint(self.codec_key(database_url)))
         self.log("starting the worker")
+        self.env.setdefault("SUTRA_WORKER_METRICS_PORT", "9464")
         self.spawn("worker", [sys.executable, "worker.py"])
         self.log("starting the API")
         api = self.spawn(
@@ -233,6 +234,7 @@ class Stack:
 
     def banner(self, base: str, key: str) -> None:
         ui = self.env.get("SUTRA_TEMPORAL_UI_URL", "http://127.0.0.1:8233")
+        worker_metrics = f"http://127.0.0.1:{self.env['SUTRA_WORKER_METRICS_PORT']}/metrics"
         print(
             f"""
   Sutra is running.
@@ -241,6 +243,8 @@ class Stack:
   Dashboard     {base}/dashboard (sign in with the admin key)
   Temporal UI   {ui}
   Admin API key {key}
+  Metrics       {base}/metrics (API), {worker_metrics} (worker)
+  Command line  .venv/bin/sutra --help   (it reads var/admin-key)
 
   Try it (the example event, stamped now: an event a day old starts no cart):
     sed "s/2026-11-22T10:00:00Z/$(date -u +%Y-%m-%dT%H:%M:%SZ)/" examples/cart_updated.json |

@@ -50,6 +50,7 @@ class Launch:
             SUTRA_API_PORT=str(ports["api"]),
             SUTRA_DEV_TEMPORAL_PORT=str(ports["temporal"]),
             SUTRA_DEV_UI_PORT=str(ports["ui"]),
+            SUTRA_WORKER_METRICS_PORT=str(ports["worker_metrics"]),
         )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "embedded"],
@@ -90,7 +91,15 @@ class Launch:
 @pytest.fixture
 def launch_env(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
     var = tmp_path / "var"
-    yield var, {"api": free_port(), "temporal": free_port(), "ui": free_port()}
+    yield (
+        var,
+        {
+            "api": free_port(),
+            "temporal": free_port(),
+            "ui": free_port(),
+            "worker_metrics": free_port(),
+        },
+    )
     # Should a launcher die without stopping its PostgreSQL, do not leave it running.
     pid_file = var / "pg" / "postmaster.pid"
     if pid_file.exists():
@@ -178,6 +187,13 @@ async def test_make_run_starts_everything_and_ctrl_c_stops_it(launch_env):
     assert state.customer_id == "c_1"
     found = await eventually(lambda: _visible(temporal, cart_id), what="search attributes")
     assert found[0].id == f"cart/{cart_id}"
+    worker_metrics = f"http://127.0.0.1:{ports['worker_metrics']}/metrics"
+    assert worker_metrics in banner
+    async with httpx.AsyncClient(timeout=10) as http:
+        scraped = (await http.get(worker_metrics)).text
+    # The worker's page: the Temporal SDK's figures of the cart's tasks beside Sutra's own.
+    assert re.search(r"^temporal_workflow_task_execution_latency_seconds_count\{", scraped, re.M)
+    assert "# TYPE sutra_messages_total counter" in scraped
     async with httpx.AsyncClient(timeout=10) as http:
         await _ui_reads_the_customer_through_the_codec(
             http, f"http://127.0.0.1:{ports['ui']}", base, temporal, var, cart_id

@@ -77,3 +77,49 @@ async def notify(session: AsyncSession) -> None:
     """Wake the dispatcher: PostgreSQL delivers the NOTIFY to listeners only when the
     caller's transaction commits, so it never looks before the rows are there."""
     await session.execute(select(func.pg_notify(ROUTES_CHANNEL, "")))
+
+
+# Deliveries that reached no running workflow, which ops may hand over again: the order or
+# cart had ended (``delivered_to_closed``), or a signal found nothing running (``skipped``).
+# A ``pending`` one is still the dispatcher's to retry (its ``last_error`` says why it
+# fails); a copy would only wait behind it. A ``delivered`` one has arrived.
+REDELIVERABLE = ("delivered_to_closed", "skipped")
+
+
+async def redeliver(
+    session: AsyncSession, event_id: str
+) -> tuple[list[EventRoute], list[EventRoute]]:
+    """Queue the event's undelivered routes again, as new ``pending`` rows (origin
+    ``redelivery``) that the dispatcher hands to Temporal like any other: after whatever
+    that workflow was sent since. Workflows ignore event ids they have seen, so a delivery
+    that did arrive after all changes nothing. Returns (new rows, routes left as they are).
+    The caller notifies and commits."""
+    # A route redelivered before has a copy: the latest row per destination is its state.
+    latest: dict[tuple[str, str, str, str | None], EventRoute] = {}
+    for route in await routes_of(session, event_id):
+        latest[(route.workflow_id, route.kind, route.signal_name, route.target_query)] = route
+    requeued: list[EventRoute] = []
+    left: list[EventRoute] = []
+    for route in latest.values():
+        if route.status not in REDELIVERABLE:
+            left.append(route)
+            continue
+        copy = EventRoute(
+            event_id=event_id,
+            origin="redelivery",
+            workflow_id=route.workflow_id,
+            workflow_type=route.workflow_type,
+            kind=route.kind,
+            signal_name=route.signal_name,
+            signal_payload=route.signal_payload,
+            target_query=route.target_query,
+            start_input=route.start_input,
+            search_attributes=route.search_attributes,
+            summary=route.summary,
+        )
+        session.add(copy)
+        requeued.append(copy)
+    await session.flush()
+    for copy in requeued:
+        await session.refresh(copy)
+    return requeued, left

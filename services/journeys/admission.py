@@ -25,6 +25,9 @@ class Entry:
     rule_id: str
     version: int
     definition: dict[str, Any]
+    # Recorded by this call, not found from an earlier attempt: a journey start to count.
+    fresh: bool = False
+    test: bool = False
 
 
 async def enter(
@@ -93,7 +96,8 @@ async def _reentry_allows(
 
 async def record_exit(
     session: AsyncSession, workflow_id: str, rule_id: str, reason: str, now: datetime
-) -> None:
+) -> JourneyEntry | None:
+    """The journey's exit, recorded once; returns the entry when this call recorded it."""
     entry = await session.scalar(
         select(JourneyEntry)
         .where(JourneyEntry.workflow_id == workflow_id, JourneyEntry.rule_id == rule_id)
@@ -101,6 +105,8 @@ async def record_exit(
     )
     if entry is not None and entry.exited_at is None:
         entry.exited_at, entry.exit_reason = now, reason
+        return entry
+    return None
 
 
 async def entries_of(session: AsyncSession, customer_id: str) -> list[JourneyEntry]:
@@ -207,4 +213,4 @@ async def _record(
         )
     )
     await session.flush()
-    return Entry(version.rule_id, version.version, version.definition)
+    return Entry(version.rule_id, version.version, version.definition, fresh=True, test=test)

@@ -33,6 +33,7 @@ from config.settings import Settings
 from contracts.messages import Channel, SendMessageInput, SendMessageResult
 from db.models import Message
 from services.messaging import suppressions
+from services.platform import metrics
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def provider_answered(row: Message) -> bool:
 def record_suppressed(row: Message, channel: Channel | None, reason: str) -> None:
     row.status, row.reason, row.channel = "suppressed", reason, channel
     row.deferred_until = None
+    metrics.message(channel, "suppressed")
 
 
 def record_deferred(
@@ -111,6 +113,7 @@ def record_deferred(
 ) -> None:
     row.status, row.reason = "queued", reason
     row.channel, row.deferred_until = channel, until
+    metrics.message(channel, "deferred")
     # The ledger keeps every wait, so ops can see why a message went late.
     deferrals = [*(row.details or {}).get("deferrals", [])]
     deferrals.append({"reason": reason, "at": now.isoformat(), "until": until.isoformat()})
@@ -121,6 +124,7 @@ def record_sending(row: Message, now: datetime) -> None:
     """A provider call begins now (the row's content is filled in already)."""
     row.status, row.reason, row.deferred_until = "sending", None, None
     row.sending_started_at = now
+    metrics.message(row.channel, "sending")
     details = {k: v for k, v in (row.details or {}).items() if k != _ANSWERED}
     row.details = {**details, _CALL_AT: now.isoformat()}
 
@@ -132,6 +136,7 @@ async def record_sent(
     assert row is not None
     if row.status in ("queued", "sending"):
         row.status = "sent"
+        metrics.message(row.channel, "sent")
     row.sent_at = row.sent_at or now
     row.provider_message_id = row.provider_message_id or provider_id
     row.error_code = row.error_message = None
@@ -148,6 +153,7 @@ async def record_failed(
     row = await session.get(Message, message_id, with_for_update=True)
     assert row is not None
     row.status, row.failed_at = "failed", now
+    metrics.message(row.channel, "failed")
     row.error_code, row.error_message = exc.code, exc.message
     row.reason = f"provider refused: {exc.code} {exc.message}"[:1000]
     if exc.suppress is not None:
@@ -183,6 +189,7 @@ async def abandon(session: AsyncSession, ledger_key: str, reason: str) -> None:
     row = await locked(session, ledger_key)
     if row is not None and row.status == "queued":
         row.status, row.reason, row.deferred_until = "suppressed", reason[:1000], None
+        metrics.message(row.channel, "suppressed")
 
 
 async def reconcile(
@@ -201,7 +208,8 @@ async def reconcile(
         call.started,
     )
     if adapter.can_look_up:
-        receipt = await adapter.find_sent(outgoing, since=started)
+        with metrics.provider_call(adapter.provider, "look_up", _look_up_error):
+            receipt = await adapter.find_sent(outgoing, since=started)
         # A call that timed out on our side may still be on its way into the provider
         # (queued, slow): "not found" only means "not sent" once it cannot land anymore.
         # A call the provider answered (a 500) is over: the lookup already knows.
@@ -209,7 +217,8 @@ async def reconcile(
         waited = now - (call.call_at or started)
         if receipt is None and not call.answered and waited < settle:
             await asyncio.sleep((settle - waited).total_seconds())
-            receipt = await adapter.find_sent(outgoing, since=started)
+            with metrics.provider_call(adapter.provider, "look_up", _look_up_error):
+                receipt = await adapter.find_sent(outgoing, since=started)
         log.info("send of %s was cut off; provider has it: %s", message_id, bool(receipt))
         return receipt
     if adapter.provider == "outbox":
@@ -229,6 +238,10 @@ async def reconcile(
         settings.send_confirmation_grace,
     )
     return None
+
+
+def _look_up_error(exc: BaseException) -> str:
+    return "transient" if isinstance(exc, TransientSendError) else "unexpected"
 
 
 def result(row: Message) -> SendMessageResult:

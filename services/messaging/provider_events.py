@@ -20,6 +20,7 @@ from contracts.names import INBOUND_SIGNAL, MESSAGE_STATUS_SIGNAL
 from db.models import InboundMessage, Message, MessageEvent, Suppression
 from services.delivery import outbox
 from services.messaging import suppressions
+from services.platform import metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def _advance(row: Message, status: str, at: datetime) -> bool:
     if row.status in ("bounced", "failed", "suppressed") or _RANK[status] <= current:
         return False
     row.status = status
+    metrics.message(row.channel, status)
     stamp = {
         "sent": "sent_at",
         "delivered": "delivered_at",

@@ -22,8 +22,16 @@ from db.models import Customer, Message
 from services.messaging import ledger, policy
 from services.messaging.ledger import AwaitingProvider, ProviderCall
 from services.messaging.unsubscribe import unsubscribe_url
+from services.platform import metrics
 from services.templating import overrides as templating_overrides
 from services.templating.renderer import Rendered, Renderer
+
+
+def send_error_kind(exc: BaseException) -> str:
+    """How a channel adapter's failure counts in ``sutra_provider_errors_total``."""
+    if isinstance(exc, PermanentSendError):
+        return "permanent"
+    return "transient" if isinstance(exc, TransientSendError) else "unexpected"
 
 
 class Messaging:
@@ -69,7 +77,8 @@ class Messaging:
             if isinstance(call, SendMessageResult):
                 return call
         try:
-            receipt = await call.adapter.send(call.outgoing)
+            with metrics.provider_call(call.adapter.provider, "send", send_error_kind):
+                receipt = await call.adapter.send(call.outgoing)
         except PermanentSendError as exc:
             return await self._record_failed(call.message_id, call.outgoing, exc, now)
         except TransientSendError as exc:

@@ -20,8 +20,9 @@ from contracts.events import EVENT_ADAPTER
 from contracts.orders import CancelLinkResult, CreateLinkInput, PaymentLinkInfo, RefundInput
 from db.models import PaymentLink, Refund
 from payments import provider_for, provider_named
-from payments.base import Link, LinkRequest, PaymentProvider, RefundRequest
+from payments.base import Link, LinkRequest, PaymentError, PaymentProvider, RefundRequest
 from services.intake.service import ingest
+from services.platform import metrics
 
 _REFERENCE_MAX = 40  # Razorpay's limit on reference_id
 
@@ -55,6 +56,13 @@ class _Reserved:
     amount: Decimal
     currency: str
     expire_at: datetime
+
+
+def payment_error_kind(exc: BaseException) -> str:
+    """How a payment provider's failure counts in ``sutra_provider_errors_total``."""
+    if isinstance(exc, PaymentError):
+        return "permanent" if exc.permanent else "transient"
+    return "unexpected"
 
 
 class PaymentLedger:
@@ -102,9 +110,10 @@ class PaymentLedger:
             customer_email=customer.get("email"),
             customer_phone=customer.get("phone"),
         )
-        link = await asyncio.to_thread(
-            reserved.provider.create_link, request, retrying=reserved.retrying
-        )
+        with metrics.provider_call(reserved.provider.name, "create_link", payment_error_kind):
+            link = await asyncio.to_thread(
+                reserved.provider.create_link, request, retrying=reserved.retrying
+            )
         return await self._record_link(reference, link)
 
     async def _reserve_link(
@@ -169,7 +178,9 @@ class PaymentLedger:
             return CancelLinkResult(status="cancelled")  # never reached the provider
         if row.status in ("paid", "cancelled", "expired"):
             return CancelLinkResult(status=row.status, payment_id=row.payment_id)
-        link = await asyncio.to_thread(self._provider(row.provider).cancel_link, row.link_id)
+        provider = self._provider(row.provider)
+        with metrics.provider_call(provider.name, "cancel_link", payment_error_kind):
+            link = await asyncio.to_thread(provider.cancel_link, row.link_id)
         return await self._record_cancel(reference, link, now)
 
     async def _record_cancel(self, reference: str, link: Link, now: datetime) -> CancelLinkResult:
@@ -196,7 +207,8 @@ class PaymentLedger:
             order_id=input.order_id,
         )
         provider = self._provider(input.provider)
-        refund_id = await asyncio.to_thread(provider.refund, request, retrying=reserved)
+        with metrics.provider_call(provider.name, "refund", payment_error_kind):
+            refund_id = await asyncio.to_thread(provider.refund, request, retrying=reserved)
         await self._record_refund(input.key, refund_id)
         return refund_id
 

@@ -34,6 +34,7 @@ import structlog
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    PrometheusConfig,
     Runtime,
     TelemetryConfig,
     TelemetryFilter,
@@ -231,14 +232,16 @@ def install() -> None:
 
 
 @functools.cache
-def worker_runtime() -> Runtime:
+def worker_runtime(metrics: PrometheusConfig | None = None) -> Runtime:
     """The SDK runtime for a worker's client: core's warnings forwarded into Python logging
-    (the default prints them to stderr), so nondeterminism reaches ``TaskFailureLog``."""
+    (the default prints them to stderr), so nondeterminism reaches ``TaskFailureLog``; and
+    the SDK's metrics exported where ``metrics`` says (services/platform/worker_metrics.py)."""
     return Runtime(
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
                 forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)),
-            )
+            ),
+            metrics=metrics,
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -11,12 +12,14 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, TLSConfig
 
 from config.settings import Settings
 from contracts import search_attributes
 from contracts.names import ORDER_WORKFLOW
+from services.platform import tracing
 from services.platform.payload_codec import data_converter
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,10 @@ async def connect(
     lazy: bool = False,
     retry_config: RetryConfig | None = None,
     runtime: Runtime | None = None,
+    interceptors: Sequence[ClientInterceptor] | None = None,
 ) -> Client:
+    """A client of Sutra's; ``interceptors`` default to tracing when SUTRA_OTLP_ENDPOINT
+    is set (services/platform/tracing.py), which workers built from it inherit."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     tls = tls_config(settings)
     if api_key and tls is False:
@@ -62,6 +68,7 @@ async def connect(
         lazy=lazy,
         retry_config=retry_config,
         runtime=runtime,
+        interceptors=tracing.interceptors(settings) if interceptors is None else interceptors,
     )
 
 
