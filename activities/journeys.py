@@ -31,7 +31,13 @@ from contracts.journeys import (
     RevokeCouponInput,
 )
 from services.customers import profiles
-from services.journeys import admission, attribution, coupons
+from services.journeys import (
+    admission,
+    attribution,
+    attribution_model,
+    coupons,
+    journey_orders,
+)
 
 
 class JourneyActivities:
@@ -58,7 +64,10 @@ class JourneyActivities:
             return EnterJourneyResult()
         return EnterJourneyResult(
             rule=PinnedRule(
-                rule_id=entry.rule_id, version=entry.version, definition=entry.definition
+                rule_id=entry.rule_id,
+                version=entry.version,
+                definition=entry.definition,
+                holdout=entry.holdout,
             )
         )
 
@@ -121,13 +130,24 @@ class JourneyActivities:
 
     @activity.defn(name=ATTRIBUTE_ORDER)
     async def attribute_order(self, input: AttributeOrderInput) -> AttributeOrderResult:
+        """Credit the order under the attribution model in force, and record it as the
+        goal of the journey that asks (held out or not: what holdout lift compares)."""
+        info = activity.info()
         async with self._sessionmaker() as session, session.begin():
+            model = await attribution_model.current(session, self._settings)
+            await journey_orders.record(
+                session,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id,
+                order_id=input.order_id,
+                cart_id=input.cart_id,
+            )
             credit = await attribution.attribute(
                 session,
                 order_id=input.order_id,
                 customer_id=input.customer_id,
                 cart_id=input.cart_id,
-                window=input.window,
+                windows=dict(model.windows),
             )
         if credit is None:
             return AttributeOrderResult()

@@ -42,7 +42,10 @@ class LifecycleActivities:
             return EnterLifecycleResult(refused=entry.reason)
         return EnterLifecycleResult(
             rule=PinnedRule(
-                rule_id=entry.rule_id, version=entry.version, definition=entry.definition
+                rule_id=entry.rule_id,
+                version=entry.version,
+                definition=entry.definition,
+                holdout=entry.holdout,
             )
         )
 

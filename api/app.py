@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from api import (
     analytics,
+    analytics_lift,
     api_keys,
+    attribution_model,
     audit,
     carts,
     codec,
@@ -101,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.router,
         rules.router,
         analytics.router,
+        analytics_lift.router,
+        attribution_model.router,
         segments.router,
         coupons.router,
         templates.router,

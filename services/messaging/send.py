@@ -25,6 +25,9 @@ from services.messaging.unsubscribe import unsubscribe_url
 from services.templating import overrides as templating_overrides
 from services.templating.renderer import Rendered, Renderer
 
+# The ledger's reason for a held-out journey's step: ops see why nothing went.
+HELD_OUT = "held out: the customer is in the rule's holdout group, no message is sent"
+
 
 class Messaging:
     """Sends one message.
@@ -136,6 +139,8 @@ class Messaging:
         row: Message,
         now: datetime,
     ) -> policy.Decision:
+        if input.request.held_out:
+            return policy.Suppress(None, HELD_OUT)
         if customer is None:
             return policy.Suppress(None, "unknown customer")
 
