@@ -31,13 +31,7 @@ from contracts.journeys import (
     RevokeCouponInput,
 )
 from services.customers import profiles
-from services.journeys import (
-    admission,
-    attribution,
-    attribution_model,
-    coupons,
-    journey_orders,
-)
+from services.journeys import admission, attribution_model, coupons
 
 
 class JourneyActivities:
@@ -134,20 +128,14 @@ class JourneyActivities:
         goal of the journey that asks (held out or not: what holdout lift compares)."""
         info = activity.info()
         async with self._sessionmaker() as session, session.begin():
-            model = await attribution_model.current(session, self._settings)
-            await journey_orders.record(
+            credit = await attribution_model.credit(
                 session,
+                self._settings,
                 workflow_id=info.workflow_id or "",
                 run_id=info.workflow_run_id,
                 order_id=input.order_id,
-                cart_id=input.cart_id,
-            )
-            credit = await attribution.attribute(
-                session,
-                order_id=input.order_id,
                 customer_id=input.customer_id,
                 cart_id=input.cart_id,
-                windows=dict(model.windows),
             )
         if credit is None:
             return AttributeOrderResult()

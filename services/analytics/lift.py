@@ -74,11 +74,11 @@ def measure(version: int, percent: int, treated: Group, held_out: Group) -> Vers
     if p_h > 0:
         lift.relative, lift.relative_ci = diff / p_h, (low / p_h, high / p_h)
     for currency in sorted(set(treated.revenue) | set(held_out.revenue)):
-        per_treated = treated.revenue.get(currency, Decimal(0)) / treated.journeys
-        per_held_out = held_out.revenue.get(currency, Decimal(0)) / held_out.journeys
+        # (treated per journey - held out per journey) x treated journeys, divided last.
+        held = held_out.revenue.get(currency, Decimal(0)) * treated.journeys / held_out.journeys
         exponent = Decimal(1).scaleb(-minor_units(currency))
         lift.incremental_revenue[currency] = (
-            (per_treated - per_held_out) * treated.journeys
+            treated.revenue.get(currency, Decimal(0)) - held
         ).quantize(exponent, rounding=ROUND_HALF_UP)
     return lift
 

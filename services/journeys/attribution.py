@@ -177,7 +177,9 @@ async def recompute(
                     Attribution.order_id.in_(orders)
                 )
             )
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     await session.execute(delete(Attribution).where(Attribution.order_id.in_(orders)))
     moved = 0

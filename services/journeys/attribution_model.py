@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config.settings import Settings
 from contracts.attribution import Windows
 from contracts.messages import Channel
-from db.models import AttributionModel
-from services.journeys.attribution import Recomputed, recompute
+from db.models import Attribution, AttributionModel
+from services.journeys import journey_orders
+from services.journeys.attribution import Recomputed, attribute, recompute
 from services.platform import audit
 
 _WINDOWS: TypeAdapter[Windows] = TypeAdapter(Windows)
@@ -81,3 +82,24 @@ async def change(
         },
     )
     return Model(dict(windows), now, actor.name), done
+
+
+async def credit(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    workflow_id: str,
+    run_id: str | None,
+    order_id: str,
+    customer_id: str,
+    cart_id: str | None,
+) -> Attribution | None:
+    """A journey asking credit for an order it reached its goal with: recorded as that
+    journey's goal order (held out or not), and credited under the model in force."""
+    model = await current(session, settings)
+    await journey_orders.record(
+        session, workflow_id=workflow_id, run_id=run_id, order_id=order_id, cart_id=cart_id
+    )
+    return await attribute(
+        session, order_id=order_id, customer_id=customer_id, cart_id=cart_id, windows=model.windows
+    )
