@@ -7,22 +7,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Environment, Settings
 from contracts import workflow_ids
 from contracts.rules import RuleDefinition
-from db.models import Coupon, JourneyEntry, JourneyOrder, Message
+from db.models import Attribution, Coupon, JourneyEntry, JourneyOrder, Message
 from services.analytics.lift import rule_lift
 from services.analytics.period import period, shop_zone
 from services.journeys import admission, rules
+from services.messaging.provider_events import apply_sendgrid_events
 from services.messaging.send import HELD_OUT
 from tests.factories import customer, order_placed, uid
+from tests.provider_reports import reachable_customer
 from tests.skipping_shop import SkippingShop
 from worker import build_worker
 
@@ -195,3 +198,87 @@ async def test_the_same_customer_is_held_out_every_time_but_never_in_a_test_run(
     ]
     assert await enter(kept, "r3") is False
     assert await enter(held, "test-run", test=True) is False
+
+
+async def test_three_rules_message_one_customer_and_the_clicked_one_gets_the_order(
+    shop: SkippingShop,
+):
+    """Three welcome rules, one per channel, each send to the same customer; the email is
+    clicked; the customer orders: all three journeys end on the order and ask credit for
+    it, one message gets it (the click beats two plain sends), and what the three rules
+    are credited adds up to no more than the order."""
+    customer_id, number = await reachable_customer(shop, await shop.now())
+    rule_ids = []
+    for channel in ("email", "sms", "whatsapp"):
+        definition = _welcome(
+            [customer_id],
+            name=f"Welcome by {channel}",
+            holdout_percent=0,
+            steps=[{"send": {"channels": [channel], "template": "welcome"}}, {"wait": "P1D"}],
+        )
+        rule_ids.append(await _rule(shop.sessionmaker, definition))
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com", phone=number),
+            "data": {},
+        }
+    )
+    await shop.env.sleep(timedelta(minutes=30))
+    async with shop.sessionmaker() as session:
+        sent = {
+            m.channel: m
+            for m in await session.scalars(
+                select(Message).where(Message.customer_id == customer_id)
+            )
+        }
+    assert {c: m.status for c, m in sent.items()} == {
+        "email": "sent",
+        "sms": "sent",
+        "whatsapp": "sent",
+    }
+    async with shop.sessionmaker() as session, session.begin():
+        clicked = {
+            "email": f"{customer_id}@example.com",
+            "timestamp": int(datetime.now().timestamp()),
+            "event": "click",
+            "sg_event_id": uid("sg"),
+            "sutra_message_id": str(sent["email"].id),
+        }
+        assert await apply_sendgrid_events(session, [clicked]) == 1
+    await shop.env.sleep(timedelta(minutes=30))
+    order = order_placed(
+        cart_id=None, customer_id=customer_id, occurred_at=_iso(await shop.now()), total="7200.00"
+    )
+    await shop.send(order)
+    await shop.env.sleep(timedelta(days=2))
+    results = [
+        await shop.env.client.get_workflow_handle(workflow_ids.journey(r, customer_id)).result()
+        for r in rule_ids
+    ]
+
+    async with shop.sessionmaker() as session:
+        credits = list(
+            await session.scalars(
+                select(Attribution).where(Attribution.order_id == order["data"]["order_id"])
+            )
+        )
+        seen = list(
+            await session.scalars(
+                select(JourneyOrder).where(JourneyOrder.order_id == order["data"]["order_id"])
+            )
+        )
+        claimed = await session.scalar(
+            select(func.coalesce(func.sum(Attribution.revenue), 0)).where(
+                Attribution.rule_id.in_(rule_ids)
+            )
+        )
+
+    assert [r["exit_reason"] for r in results] == ["ordered", "ordered", "ordered"]
+    assert len(seen) == 3  # every journey saw the order as its goal
+    assert [(c.rule_id, c.channel, c.message_id) for c in credits] == [
+        (rule_ids[0], "email", sent["email"].id)
+    ]
+    assert claimed == Decimal("7200.00")  # the order's revenue, once, not three times
