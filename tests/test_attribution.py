@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
 from contracts.rules import RuleDefinition
-from db.models import Attribution, Event, JourneyEntry, Message
+from db.models import Attribution, AttributionModel, Event, JourneyEntry, Message
 from services.journeys import attribution_model, rules
 from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import uid
@@ -31,10 +33,20 @@ D = timedelta(days=1)
 DEFAULT = {"email": "P5D", "sms": "P1D", "whatsapp": "P1D"}
 
 
+@pytest.fixture(autouse=True)
+async def _model_as_configured(api: Api) -> AsyncIterator[None]:
+    """Later tests in this database credit orders under the settings' windows."""
+    yield
+    async with api.app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(AttributionModel))
+
+
 async def _rule(session: AsyncSession, name: str, **changes: Any) -> str:
     definition = {
         "name": name,
         "trigger": {"event": "customer.created"},
+        # Active, but no customer of another test enters it: tests share the database.
+        "conditions": {"field": "customer.id", "op": "eq", "value": uid("nobody")},
         "steps": [{"send": {"channels": ["email", "sms", "whatsapp"], "template": "welcome"}}],
         **changes,
     }

@@ -25,6 +25,8 @@ def _definition(**changes: Any) -> RuleDefinition:
         {
             "name": "Lift",
             "trigger": {"event": "customer.created"},
+            # Active, but no customer of another test enters it: tests share the database.
+            "conditions": {"field": "customer.id", "op": "eq", "value": "nobody"},
             "steps": [{"send": {"channels": ["email"], "template": "welcome"}}],
             "holdout_percent": 50,
             **changes,
