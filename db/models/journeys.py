@@ -237,10 +237,7 @@ class Attribution(Base):
         DateTime(timezone=True), server_default=server_now()
     )
 
-    __table_args__ = (
-        Index("ix_attributions_rule_id", "rule_id", "rule_version"),
-        Index("ix_attributions_ordered_at", "ordered_at"),
-    )
+    __table_args__ = (Index("ix_attributions_rule_id", "rule_id", "rule_version"),)
 
 
 class JourneyOrder(Base):

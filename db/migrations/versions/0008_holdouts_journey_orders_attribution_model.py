@@ -44,7 +44,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_journey_orders_order_id", "journey_orders", ["order_id"])
     op.create_index("ix_journey_orders_ordered_at", "journey_orders", ["ordered_at"])
-    op.create_index("ix_attributions_ordered_at", "attributions", ["ordered_at"])
     op.create_table(
         "attribution_model",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -57,7 +56,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("attribution_model")
-    op.drop_index("ix_attributions_ordered_at", table_name="attributions")
     op.drop_index("ix_journey_orders_ordered_at", table_name="journey_orders")
     op.drop_index("ix_journey_orders_order_id", table_name="journey_orders")
     op.drop_table("journey_orders")
