@@ -31,7 +31,7 @@ from contracts.journeys import (
     RevokeCouponInput,
 )
 from services.customers import profiles
-from services.journeys import admission, attribution, coupons
+from services.journeys import admission, attribution_model, coupons
 from services.platform import metrics
 
 
@@ -61,7 +61,10 @@ class JourneyActivities:
             metrics.JOURNEY_STARTS.labels(entry.rule_id).inc()
         return EnterJourneyResult(
             rule=PinnedRule(
-                rule_id=entry.rule_id, version=entry.version, definition=entry.definition
+                rule_id=entry.rule_id,
+                version=entry.version,
+                definition=entry.definition,
+                holdout=entry.holdout,
             )
         )
 
@@ -127,13 +130,18 @@ class JourneyActivities:
 
     @activity.defn(name=ATTRIBUTE_ORDER)
     async def attribute_order(self, input: AttributeOrderInput) -> AttributeOrderResult:
+        """Credit the order under the attribution model in force, and record it as the
+        goal of the journey that asks (held out or not: what holdout lift compares)."""
+        info = activity.info()
         async with self._sessionmaker() as session, session.begin():
-            credit = await attribution.attribute(
+            credit = await attribution_model.credit(
                 session,
+                self._settings,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id,
                 order_id=input.order_id,
                 customer_id=input.customer_id,
                 cart_id=input.cart_id,
-                window=input.window,
             )
         if credit is None:
             return AttributeOrderResult()

@@ -45,7 +45,10 @@ class LifecycleActivities:
             metrics.JOURNEY_STARTS.labels(entry.rule_id).inc()
         return EnterLifecycleResult(
             rule=PinnedRule(
-                rule_id=entry.rule_id, version=entry.version, definition=entry.definition
+                rule_id=entry.rule_id,
+                version=entry.version,
+                definition=entry.definition,
+                holdout=entry.holdout,
             )
         )
 

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 
 from api import (
     analytics,
+    analytics_lift,
     analytics_overview,
     api_keys,
+    attribution_model,
     audit,
     carts,
     codec,
@@ -107,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rules.router,
         analytics.router,
         analytics_overview.router,
+        analytics_lift.router,
+        attribution_model.router,
         segments.router,
         coupons.router,
         templates.router,

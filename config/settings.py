@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.attribution import DEFAULT_WINDOWS, Windows
 from contracts.payment_policy import PaymentPolicy
 
 # Only ever accepted outside production: it lets `make run` work with nothing configured.
@@ -175,6 +176,9 @@ class Settings(BaseSettings):
     shop_timezone: str | None = None
     # The locale the dashboard formats numbers, money and dates in (Babel), e.g. en_IN.
     shop_locale: str = "en"
+    # How long after a message, per channel, an order is credited to it (JSON, e.g.
+    # {"email": "P5D", "sms": "PT24H"}); the model set through the API replaces it.
+    attribution_windows: Windows = Field(default_factory=lambda: dict(DEFAULT_WINDOWS))
 
     # Rules of the road for marketing messages; rules may override them.
     default_timezone: str = "UTC"

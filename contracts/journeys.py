@@ -14,6 +14,8 @@ REVOKE_COUPON = "revoke_coupon"
 SUPERSEDE_COUPONS = "supersede_coupons"
 EXIT_JOURNEY = "exit_journey"
 ATTRIBUTE_ORDER = "attribute_order"
+# Journeys in a holdout group issue no coupon (their messages are held out, not sent).
+HOLDOUT_PATCH = "holdout-no-send"
 
 
 class PinnedRule(BaseModel):
@@ -22,6 +24,8 @@ class PinnedRule(BaseModel):
     rule_id: str
     version: int
     definition: dict[str, Any]
+    # In the rule's holdout group: tracked for the goal like the others, sent nothing.
+    holdout: bool = False
 
 
 class EnterJourneyInput(BaseModel):

@@ -52,6 +52,8 @@ class MessageRequest(BaseModel):
     cart_id: str | None = None
     order_id: str | None = None
     coupon_code: str | None = None
+    # The journey is in its rule's holdout group: recorded as suppressed, never sent.
+    held_out: bool = False
 
 
 class SendMessageInput(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.attribution import Windows
 from contracts.conditions import Condition
 from contracts.messages import Channel, QuietHours
 
@@ -281,7 +282,9 @@ class RuleDefinition(_Strict):
     goal: Goal = Field(default_factory=Goal)
     # Absent: the installation's quiet hours; null: this rule ignores them.
     quiet_hours: QuietHours | Literal["default"] | None = "default"
-    attribution_window: Duration = timedelta(days=5)
+    attribution_window: Duration = timedelta(days=5)  # the goal: orders this long after entry
+    attribution_windows: Windows | None = None  # per channel, over the attribution model's
+    holdout_percent: int = Field(default=0, ge=0, le=50, description="Held out: no messages")
     reentry: Reentry = Field(default_factory=Reentry)
     priority: int = Field(
         default=100, ge=0, le=10_000, description="Lower first when several rules match"

@@ -60,7 +60,7 @@ from db.migrate import upgrade
 from db.models import BackInStockSubscription, Customer, JourneyClaim, Message, TemplateOverride
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
-from services.journeys import rules
+from services.journeys import admission, rules
 from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
@@ -821,6 +821,64 @@ async def lifecycle_outbox_not_watched(shop: Recorder) -> None:
     sent = [(m.channel, m.provider) for m in await ledger(shop, workflow_id)]
     assert sent == [("email", "outbox"), ("sms", "outbox")], sent
     await shop.keep("lifecycle_outbox_not_watched", workflow_id)
+    await shop.archive(rule_id)
+
+
+async def _held_out_customer(shop: Recorder, definition: dict[str, Any]) -> tuple[str, str]:
+    """A rule with a 50% holdout over a few candidates, and one of them it holds out (a
+    reachable profile in Karachi): (rule id, customer id)."""
+    candidates = [uid("c") for _ in range(24)]
+    rule_id = await shop.rule(candidates, {**definition, "holdout_percent": 50})
+    customer_id = next(c for c in candidates if admission.held_out(rule_id, c, 50))
+    event = cart_updated(customer_id=customer_id, items=[], email=f"{customer_id}@example.com")
+    async with shop.sessionmaker() as session, session.begin():
+        await upsert_from_events(session, [EVENT_ADAPTER.validate_python(event)])
+    return rule_id, customer_id
+
+
+@scenario("cart_held_out_converted")
+async def cart_held_out_converted(shop: Recorder) -> None:
+    """The default rule with a 50% holdout, for a customer in the holdout group: the
+    journey runs its steps and waits as the others do, every send is recorded in the
+    ledger as held out and none goes out (no coupon either); an order for the cart on day 2
+    converts it all the same."""
+    rule_id, customer_id = await _held_out_customer(shop, _default_cart_rule())
+    await shop.at_local(10)
+    cart_id = await shop.cart(customer_id, items=[item("SKU1", 2, "4500.00")])
+    await shop.env.sleep(25 * HOUR)
+    await shop.order(customer_id, cart_id=cart_id, items=[item("SKU1", 2, "4500.00")])
+    result = await shop.finish(workflow_ids.cart(cart_id))
+    assert result["status"] == "converted", result
+    assert await shop.cart_messages(cart_id) == []
+    await shop.keep("cart_held_out_converted", workflow_ids.cart(cart_id))
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_held_out_ended_by_order")
+async def lifecycle_held_out_ended_by_order(shop: Recorder) -> None:
+    """A welcome series with a 50% holdout, for a held-out customer: the first email is
+    held out (ledger only), and the first order on day 1 ends the journey as it would any
+    other."""
+    rule_id, customer_id = await _held_out_customer(shop, WELCOME)
+    await shop.at_local(10)
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            "data": {},
+        }
+    )
+    await shop.env.sleep(DAY)
+    await shop.order(customer_id)
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "ordered"), result
+    rows = await ledger(shop, workflow_id)
+    assert rows, "a held-out step is still in the ledger"
+    assert all(m.status == "suppressed" for m in rows), rows
+    await shop.keep("lifecycle_held_out_ended_by_order", workflow_id)
     await shop.archive(rule_id)
 
 

@@ -321,3 +321,28 @@ async def test_rule_analytics_need_the_scope_and_a_known_rule(api: Api):
     assert created.status_code == 201, created.text
     refused = await api.get("/v1/analytics/rules/rule_nope", key=created.json()["key"])
     assert refused.status_code == 403
+
+
+async def test_held_out_journeys_take_a_variant_but_count_in_none(
+    sessionmaker: async_sessionmaker[AsyncSession],
+):
+    rule_id, _ = await _rule(sessionmaker)
+    await _seed(sessionmaker, rule_id, {"a": (40, 10), "b": (40, 20)})
+    held = [uid("c") for _ in range(30)]  # sent nothing, so they convert nowhere
+    async with sessionmaker() as session, session.begin():
+        await experiments.assign_all(session, [_journey(rule_id, c, BUCKETS["a"]) for c in held])
+        session.add_all(
+            JourneyEntry(
+                rule_id=rule_id,
+                rule_version=1,
+                customer_id=c,
+                workflow_id=f"cart/{c}",
+                holdout=True,
+            )
+            for c in held
+        )
+
+    async with sessionmaker() as session:
+        found = await experiments.results(session, rule_id, 1, "0", ["a", "b"])
+
+    assert {v.name: (v.journeys, v.conversions) for v in found} == {"a": (40, 10), "b": (40, 20)}

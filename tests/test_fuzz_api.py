@@ -26,7 +26,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -41,10 +41,13 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.errors import InvalidSchema
 from schemathesis.core.result import Err
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.worker import Worker
 
 from api.app import create_app
 from config.settings import Settings
+from db.models import AttributionModel
 from tests.conftest import ADMIN_KEY
 from tests.datetimes import dated_formats
 
@@ -89,6 +92,17 @@ class _Server:
 def _dated_formats() -> Iterator[None]:
     with dated_formats(edges_only=False):
         yield
+
+
+@pytest.fixture(autouse=True)
+async def _attribution_model_as_configured(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[None]:
+    """The fuzzer changes the shop's attribution model (PUT /v1/analytics/attribution-model);
+    later tests in this database credit orders under the settings' windows again."""
+    yield
+    async with sessionmaker() as session, session.begin():
+        await session.execute(delete(AttributionModel))
 
 
 @pytest.fixture

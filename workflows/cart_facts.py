@@ -101,6 +101,8 @@ def describe(state: CartState) -> str:
         )
         if sent:
             journey += f", last on {sent[-1].channel} at {sent[-1].at:%Y-%m-%d %H:%M} UTC"
+        if rule.holdout:
+            journey += " (held out: in the rule's holdout group, no message is sent)"
         if state.journey.exit_reason:
             journey += f"; ended: {state.journey.exit_reason}"
         elif state.status is CartStatus.active:

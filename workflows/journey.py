@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.conditions import evaluate
     from contracts.journeys import (
         CUSTOMER_CONTEXT,
+        HOLDOUT_PATCH,
         ISSUE_COUPON,
         REVOKE_COUPON,
         SUPERSEDE_COUPONS,
@@ -232,7 +233,9 @@ class JourneyRunner:
             return "unsubscribed"
         if self.vet is not None and (reason := self.vet(context)):
             return reason
-        coupon = await self._coupon(op.path, send)
+        # Held out: the send goes to the ledger as "suppressed (held out)", never out.
+        held_out = self.state.rule.holdout and workflow.patched(HOLDOUT_PATCH)
+        coupon = None if held_out else await self._coupon(op.path, send)
         beside = workflow.patched(FALLBACK_BESIDE_PATCH)
         outcomes = []
         for channels in [send.channels] if send.mode == "first" else [[c] for c in send.channels]:
@@ -375,4 +378,5 @@ class JourneyRunner:
             variant=self.state.variant,
             cart_id=self.cart_id,
             coupon_code=coupon.code if coupon else None,
+            held_out=rule.holdout,
         )

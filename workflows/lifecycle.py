@@ -218,6 +218,8 @@ class LifecycleJourneyWorkflow:
         if state.journey is not None:
             rule = state.journey.rule
             details += f"; rule `{rule.rule_id}` v{rule.version}, {sent} message(s) sent"
+            if rule.holdout:
+                details += " (held out: in the rule's holdout group, no message is sent)"
         if state.exit_reason:
             details += f"; ended: {state.exit_reason}"
         workflow.set_current_details(details + ".")

@@ -16,10 +16,12 @@ from db.models.delivery import EventRoute, RouteHold
 from db.models.intake import Event
 from db.models.journeys import (
     Attribution,
+    AttributionModel,
     Coupon,
     Experiment,
     JourneyClaim,
     JourneyEntry,
+    JourneyOrder,
     Rule,
     RuleAudit,
     RuleVersion,
@@ -34,6 +36,7 @@ __all__ = [
     "NAMING",
     "ApiKey",
     "Attribution",
+    "AttributionModel",
     "AuditEntry",
     "BackInStockSubscription",
     "Base",
@@ -48,6 +51,7 @@ __all__ = [
     "InboundMessage",
     "JourneyClaim",
     "JourneyEntry",
+    "JourneyOrder",
     "Message",
     "MessageEvent",
     "PaymentLink",

@@ -96,6 +96,8 @@ class JourneyEntry(Base):
     # The run that entered (lifecycle journeys): a workflow id is reused by later runs.
     run_id: Mapped[str | None] = mapped_column(String(64))
     test: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # In the rule's holdout group: tracked for the goal, sent no message.
+    holdout: Mapped[bool] = mapped_column(Boolean, server_default="false")
     entered_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=server_now()
     )
@@ -120,6 +122,43 @@ class JourneyEntry(Base):
             postgresql_where=text("cart_id IS NOT NULL"),
         ),
     )
+
+
+class JourneyOrder(Base):
+    """An order a journey saw as its goal (the cart's order, the customer's order a
+    lifecycle journey ended on or waited for), treated and held-out journeys alike:
+    ``converted`` when it came within the rule's ``attribution_window`` after entry. The
+    basis of holdout lift, and of which orders a recompute of attributions covers."""
+
+    __tablename__ = "journey_orders"
+
+    entry_id: Mapped[int] = mapped_column(
+        ForeignKey("journey_entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    order_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    cart_id: Mapped[str | None] = mapped_column(String(128))
+    revenue: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    currency: Mapped[str] = mapped_column(String(3))
+    ordered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    converted: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index("ix_journey_orders_order_id", "order_id"),
+        Index("ix_journey_orders_ordered_at", "ordered_at"),
+    )
+
+
+class AttributionModel(Base):
+    """The shop's attribution windows, once changed through the API (until then the
+    settings' ``SUTRA_ATTRIBUTION_WINDOWS``): one row."""
+
+    __tablename__ = "attribution_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    windows: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class JourneyClaim(Base):

@@ -45,7 +45,8 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=server_now())
     actor: Mapped[str | None] = mapped_column(String(200))
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
-    entity: Mapped[str] = mapped_column(String(32))  # rule | template | api_key | order | customer
+    # rule | template | api_key | order | customer | attribution_model
+    entity: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(400))
     action: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

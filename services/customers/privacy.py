@@ -67,6 +67,7 @@ from db.models import (
     InboundMessage,
     JourneyClaim,
     JourneyEntry,
+    JourneyOrder,
     Message,
     PaymentLink,
     ProductInterest,
@@ -224,6 +225,13 @@ TABLES: list[Table] = [
         _of_customer(Attribution.customer_id),
         (Attribution.ordered_at,),
         Keep(),  # revenue; its coupon code is random
+    ),
+    Table(
+        "journey_orders",
+        JourneyOrder,
+        _of_customer(JourneyOrder.customer_id),
+        (JourneyOrder.ordered_at, JourneyOrder.order_id),
+        Keep(),  # holdout lift
     ),
     Table(
         "purchases",

@@ -7,6 +7,7 @@ changes a running journey's steps; a retried entry finds the same pin. Rules the
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,15 @@ class Entry:
     # Recorded by this call, not found from an earlier attempt: a journey start to count.
     fresh: bool = False
     test: bool = False
+    holdout: bool = False
+
+
+def held_out(rule_id: str, customer_id: str, percent: int) -> bool:
+    """Whether the customer is in the rule's holdout group: a stable hash of rule and
+    customer (salted apart from the A/B split's bucket), so re-entry gives the same answer
+    and the group is the same share of customers for every version."""
+    digest = hashlib.sha256(f"holdout:{rule_id}:{customer_id}".encode()).hexdigest()
+    return int(digest[:8], 16) % 100 < percent
 
 
 async def enter(
@@ -67,7 +77,9 @@ async def enter(
             continue
         if not test and not await _reentry_allows(session, rule.id, customer_id, definition, now):
             continue
-        return await _record(session, version, customer_id, workflow_id, test=test, cart_id=cart_id)
+        return await _record(
+            session, version, customer_id, workflow_id, now, test=test, cart_id=cart_id
+        )
     return None
 
 
@@ -174,7 +186,7 @@ async def enter_rule(
         return Refusal("reentry")
     if "order.placed" in definition.exit.events and ordered_since(context, triggered_at):
         return Refusal("ordered")
-    return await _record(session, version, customer_id, workflow_id, test=test, run_id=run_id)
+    return await _record(session, version, customer_id, workflow_id, now, test=test, run_id=run_id)
 
 
 def ordered_since(context: dict[str, Any], since: datetime) -> bool:
@@ -186,7 +198,7 @@ def ordered_since(context: dict[str, Any], since: datetime) -> bool:
 async def _recorded(session: AsyncSession, entry: JourneyEntry) -> Entry:
     """The entry a retry finds: the one recorded the first time."""
     version = await version_of(session, entry.rule_id, entry.rule_version)
-    return Entry(entry.rule_id, entry.rule_version, version.definition)
+    return Entry(entry.rule_id, entry.rule_version, version.definition, holdout=entry.holdout)
 
 
 async def _record(
@@ -194,13 +206,16 @@ async def _record(
     version: RuleVersion,
     customer_id: str,
     workflow_id: str,
+    now: datetime,
     *,
     test: bool,
     cart_id: str | None = None,
     run_id: str | None = None,
 ) -> Entry:
     """Record that the journey entered this rule version (flushed, committed with the
-    caller's transaction)."""
+    caller's transaction); a test run is never held out."""
+    percent = RuleDefinition.model_validate(version.definition).holdout_percent
+    holdout = not test and held_out(version.rule_id, customer_id, percent)
     session.add(
         JourneyEntry(
             rule_id=version.rule_id,
@@ -210,7 +225,11 @@ async def _record(
             cart_id=cart_id,
             run_id=run_id,
             test=test,
+            holdout=holdout,
+            entered_at=now,
         )
     )
     await session.flush()
-    return Entry(version.rule_id, version.version, version.definition, fresh=True, test=test)
+    return Entry(
+        version.rule_id, version.version, version.definition, fresh=True, test=test, holdout=holdout
+    )

@@ -16,7 +16,7 @@ from decimal import Decimal
 from statistics import NormalDist
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -205,6 +205,17 @@ def not_a_test(rule_id: str, workflow_id: Any) -> Any:
     )
 
 
+def not_held_out(rule_id: str) -> Any:
+    """Not a journey of the rule's holdout group: it takes a variant but is sent nothing,
+    so it would only dilute every variant's rate alike."""
+    return ~exists().where(
+        JourneyEntry.rule_id == rule_id,
+        JourneyEntry.workflow_id == SplitAssignment.workflow_id,
+        or_(JourneyEntry.run_id.is_(None), JourneyEntry.run_id == SplitAssignment.run_id),
+        JourneyEntry.holdout.is_(True),
+    )
+
+
 def split_variants(definition: RuleDefinition) -> dict[str, list[tuple[str, int]]]:
     """Every split step of a rule version: its path and its (name, weight) variants."""
     return {
@@ -224,6 +235,7 @@ async def results(
             SplitAssignment.rule_id == rule_id,
             SplitAssignment.rule_version == version,
             SplitAssignment.path == path,
+            not_held_out(rule_id),
         )
         .group_by(SplitAssignment.variant)
     )

@@ -26,6 +26,9 @@ from services.platform import metrics
 from services.templating import overrides as templating_overrides
 from services.templating.renderer import Rendered, Renderer
 
+# The ledger's reason for a held-out journey's step: ops see why nothing went.
+HELD_OUT = "held out: the customer is in the rule's holdout group, no message is sent"
+
 
 def send_error_kind(exc: BaseException) -> str:
     """How a channel adapter's failure counts in ``sutra_provider_errors_total``."""
@@ -145,6 +148,8 @@ class Messaging:
         row: Message,
         now: datetime,
     ) -> policy.Decision:
+        if input.request.held_out:
+            return policy.Suppress(None, HELD_OUT)
         if customer is None:
             return policy.Suppress(None, "unknown customer")
 

@@ -1,5 +1,5 @@
-"""The audit log: one place listing every change to rules, templates, API keys, orders
-and customers — who (API key name and id), when, what.
+"""The audit log: one place listing every change to rules, templates, API keys, orders,
+customers and the attribution model — who (API key name and id), when, what.
 
 Entries are added to the caller's session, so they commit (or roll back) with the change
 they describe: a refused or failed request leaves none.
@@ -27,8 +27,16 @@ from sqlalchemy.orm import Session
 from contracts.errors import BadRequest
 from db.models import AuditEntry, RuleAudit
 
-Entity = Literal["rule", "template", "api_key", "order", "customer", "event"]
-ENTITIES: tuple[str, ...] = ("rule", "template", "api_key", "order", "customer", "event")
+Entity = Literal["rule", "template", "api_key", "order", "customer", "event", "attribution_model"]
+ENTITIES: tuple[str, ...] = (
+    "rule",
+    "template",
+    "api_key",
+    "order",
+    "customer",
+    "event",
+    "attribution_model",
+)
 
 
 class Actor(Protocol):
