@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Date, Numeric, and_, cast, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -116,7 +117,7 @@ async def _order_revenue(session: AsyncSession, period: Period) -> list[Any]:
         )
         .where(Event.type == "order.placed", Event.order_id.is_not(None))
         .where(_within(Event.occurred_at, period))
-        .distinct(Event.order_id)
+        .ext(distinct_on(Event.order_id))
         .order_by(Event.order_id, Event.occurred_at)
         .subquery()
     )
