@@ -112,6 +112,14 @@ class JourneyEntry(Base):
         ),
         Index("ix_journey_entries_customer_id_exited_at", "customer_id", "exited_at"),
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
+        # Rule analytics: a rule's journeys entered, and ended, in a period.
+        Index("ix_journey_entries_rule_entered_at", "rule_id", "entered_at"),
+        Index(
+            "ix_journey_entries_rule_exited_at",
+            "rule_id",
+            "exited_at",
+            postgresql_where=text("exited_at IS NOT NULL"),
+        ),
     )
 
 
@@ -235,4 +243,8 @@ class Attribution(Base):
         DateTime(timezone=True), server_default=server_now()
     )
 
-    __table_args__ = (Index("ix_attributions_rule_id", "rule_id", "rule_version"),)
+    __table_args__ = (
+        Index("ix_attributions_rule_id", "rule_id", "rule_version"),
+        # Rule analytics by event date: a rule's orders placed in a period.
+        Index("ix_attributions_rule_ordered_at", "rule_id", "ordered_at"),
+    )
