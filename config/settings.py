@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import time, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -165,6 +166,12 @@ class Settings(BaseSettings):
     # The zone analytics days are counted in (a report's "1 March" is the shop's 1 March);
     # unset: SUTRA_DEFAULT_TIMEZONE.
     shop_timezone: str | None = None
+    # What one message sent costs, per channel and currency (JSON, e.g.
+    # '{"sms": {"PKR": "2.50"}, "whatsapp": {"PKR": "4.00"}}'), for rule analytics' message
+    # cost and ROI; a channel left out costs nothing, and a currency without a cost has no ROI.
+    message_costs: dict[Literal["email", "sms", "whatsapp"], dict[str, Decimal]] = Field(
+        default_factory=dict
+    )
 
     # Rules of the road for marketing messages; rules may override them.
     default_timezone: str = "UTC"
@@ -228,6 +235,22 @@ class Settings(BaseSettings):
             raise ValueError(f"{name} must be longer than zero (an ISO 8601 duration, e.g. PT5S)")
         if info.field_name == "database_connect_timeout" and value < timedelta(seconds=2):
             raise ValueError(f"{name} must be at least 2 seconds (libpq's minimum)")
+        return value
+
+    @field_validator("message_costs")
+    @classmethod
+    def _check_message_costs(
+        cls, value: dict[str, dict[str, Decimal]]
+    ) -> dict[str, dict[str, Decimal]]:
+        for channel, costs in value.items():
+            for currency, amount in costs.items():
+                if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+                    raise ValueError(
+                        f"SUTRA_MESSAGE_COSTS[{channel}]: {currency!r} is not an ISO 4217 "
+                        "currency code (e.g. PKR)"
+                    )
+                if amount < 0 or not amount.is_finite():
+                    raise ValueError(f"SUTRA_MESSAGE_COSTS[{channel}][{currency}] must be >= 0")
         return value
 
     @field_validator("payload_keys")
