@@ -13,6 +13,7 @@ from api.analytics_export import CSV, PeriodDep, answer
 from api.deps import SessionDep, SettingsDep, require
 from api.errors import documented
 from api.rule_analytics_models import RuleAnalytics, RuleList, list_rows, rule_rows
+from services.analytics import rule_list
 from services.analytics import rules as rule_analytics
 from services.journeys import rules
 from services.platform.api_keys import Principal
@@ -46,7 +47,7 @@ async def list_rule_analytics(
     _: Reader,
     basis: BasisQuery = "send",
 ) -> RuleList | Response:
-    found = await rule_analytics.all_rules(session, settings, period, basis)
+    found = await rule_list.all_rules(session, settings, period, basis)
     return answer(request, RuleList.model_validate(found), list_rows, "rules")
 
 

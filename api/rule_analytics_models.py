@@ -135,11 +135,8 @@ class RuleSummary(BaseModel):
     status: str
     version: int
     entered: int
-    entered_customers: int
     sent: int
-    recipients: int
     conversions: int
-    converted_customers: int
     conversion_rate: float | None = Field(description="conversions / entered")
     revenue: Money
     discount_cost: Money

@@ -114,6 +114,13 @@ class JourneyEntry(Base):
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
         # Rule analytics: a rule's journeys entered, and ended, in a period.
         Index("ix_journey_entries_rule_entered_at", "rule_id", "entered_at"),
+        # Test runs are left out of every figure: a probe per message, over a few rows.
+        Index(
+            "ix_journey_entries_test_runs",
+            "rule_id",
+            "workflow_id",
+            postgresql_where=text("test"),
+        ),
         Index(
             "ix_journey_entries_rule_exited_at",
             "rule_id",

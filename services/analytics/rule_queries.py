@@ -87,7 +87,7 @@ class Scope:
         return and_(column >= self.start, column < self.end)
 
 
-def _sent_day() -> Any:
+def sent_day() -> Any:
     return func.coalesce(Message.sent_at, Message.created_at)
 
 
@@ -103,10 +103,10 @@ def _last_event() -> Any:
     )
 
 
-def _messages_in(scope: Scope) -> ColumnElement[bool]:
+def messages_in(scope: Scope) -> ColumnElement[bool]:
     """The rule's messages the period can hold a figure of (matches the two indexes)."""
     if scope.basis == "send":
-        return and_(Message.rule_id.in_(scope.rule_ids), scope.within(_sent_day()))
+        return and_(Message.rule_id.in_(scope.rule_ids), scope.within(sent_day()))
     return and_(
         Message.rule_id.in_(scope.rule_ids),
         _last_event() >= scope.start,
@@ -114,7 +114,7 @@ def _messages_in(scope: Scope) -> ColumnElement[bool]:
     )
 
 
-def _not_a_test() -> ColumnElement[bool]:
+def not_a_test() -> ColumnElement[bool]:
     return experiments.not_a_test(Message.rule_id, Message.workflow_id)  # type: ignore[arg-type]
 
 
@@ -193,7 +193,7 @@ async def messages(session: AsyncSession, scope: Scope) -> dict[Key, dict[str, i
     level = func.grouping(*columns[1:])
     result = await session.execute(
         select(*columns, level, *figures)
-        .where(_messages_in(scope), _not_a_test())
+        .where(messages_in(scope), not_a_test())
         .group_by(_grouped(*columns))
     )
     return {
@@ -228,9 +228,9 @@ async def reactions(session: AsyncSession, scope: Scope) -> dict[Key, dict[str, 
     )
     caused = union_all(unsubscribes, complaints).subquery()
     columns = (Message.rule_id, Message.rule_version, _variant(), Message.step, _channel())
-    where = [Message.rule_id.in_(scope.rule_ids), _not_a_test()]
+    where = [Message.rule_id.in_(scope.rule_ids), not_a_test()]
     if not event:
-        where.append(scope.within(_sent_day()))
+        where.append(scope.within(sent_day()))
     figures = []
     for kind in ("unsubscribes", "complaints"):
         figures.append(func.count().filter(caused.c.kind == kind))
@@ -272,7 +272,7 @@ async def conversions(session: AsyncSession, scope: Scope) -> dict[Key, Orders]:
         when = scope.within(Attribution.ordered_at)
     else:  # an order credited to no message (none today) counts by its order date
         when = or_(
-            scope.within(_sent_day()),
+            scope.within(sent_day()),
             and_(Message.id.is_(None), scope.within(Attribution.ordered_at)),
         )
     base = (

@@ -45,7 +45,7 @@ def _parent(key: Key, level: Level) -> Key:
     )
 
 
-def _unit_costs(settings: Settings, channel: str | None) -> dict[str, Decimal]:
+def unit_costs(settings: Settings, channel: str | None) -> dict[str, Decimal]:
     costs = {str(name): units for name, units in settings.message_costs.items()}
     return costs.get(channel or "", {})
 
@@ -56,7 +56,7 @@ def _costs(settings: Settings, found: dict[Key, dict[str, int]]) -> dict[Key, di
     for key, figures in found.items():
         if key[1] != Level.STEP_CHANNEL:
             continue
-        for currency, unit in _unit_costs(settings, key[5]).items():
+        for currency, unit in unit_costs(settings, key[5]).items():
             cost = unit * figures["sent"]
             for target in (key, *(_parent(key, level) for level in _PARENTS)):
                 costs[target][currency] += cost
@@ -244,39 +244,3 @@ def _variant(
             for path in paths
         ],
     }
-
-
-async def all_rules(
-    session: AsyncSession, settings: Settings, period: Period, basis: Basis
-) -> dict[str, Any]:
-    """Every rule's key figures over the period, for a dashboard's list."""
-    listed = list(await session.scalars(select(Rule).order_by(Rule.name, Rule.id)))
-    found = await _Found(settings).load(session, Scope([r.id for r in listed], period, basis))
-    rules = []
-    for rule in listed:
-        journey, totals = found.level_total(rule.id, Level.RULE, None, None)
-        rules.append(
-            {
-                "rule_id": rule.id,
-                "name": rule.name,
-                "status": rule.status,
-                "version": rule.version,
-                "entered": journey["entered"],
-                "entered_customers": journey["entered_customers"],
-                **{
-                    k: totals[k]
-                    for k in (
-                        "sent",
-                        "recipients",
-                        "conversions",
-                        "converted_customers",
-                        "conversion_rate",
-                        "revenue",
-                        "discount_cost",
-                        "message_cost",
-                        "roi",
-                    )
-                },
-            }
-        )
-    return {"basis": basis, "period": period.describe(), "rules": rules}

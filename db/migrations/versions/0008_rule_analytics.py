@@ -16,6 +16,8 @@ period):
   ``basis=event`` reading, which keeps only those created before its end.
 - ``ix_journey_entries_rule_entered_at`` / ``_exited_at``: a rule's journeys entered, and
   ended, in the period.
+- ``ix_journey_entries_test_runs``: test runs are left out of every figure, by a probe per
+  message row (or a hash of the few test journeys) instead of a scan of every journey.
 - ``ix_attributions_rule_ordered_at``: a rule's orders placed in the period (event basis).
 - ``ix_suppressions_message_id``: the unsubscribes a rule's messages caused.
 - ``ix_message_events_spamreport_at``: the spam complaints of a period (event basis); by
@@ -103,11 +105,18 @@ def upgrade() -> None:
         ["rule_id", "exited_at"],
         postgresql_where=sa.text("exited_at IS NOT NULL"),
     )
+    op.create_index(
+        "ix_journey_entries_test_runs",
+        "journey_entries",
+        ["rule_id", "workflow_id"],
+        postgresql_where=sa.text("test"),
+    )
     op.create_index("ix_attributions_rule_ordered_at", "attributions", ["rule_id", "ordered_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_attributions_rule_ordered_at", table_name="attributions")
+    op.drop_index("ix_journey_entries_test_runs", table_name="journey_entries")
     op.drop_index("ix_journey_entries_rule_exited_at", table_name="journey_entries")
     op.drop_index("ix_journey_entries_rule_entered_at", table_name="journey_entries")
     op.drop_index("ix_message_events_spamreport_at", table_name="message_events")
