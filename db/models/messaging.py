@@ -102,6 +102,14 @@ class Message(Base):
             ),
             postgresql_where=text("rule_id IS NOT NULL"),
         ),
+        # The rules list: messages sent per rule and channel, read from the index alone.
+        Index(
+            "ix_messages_rule_sent_at",
+            "rule_id",
+            "sent_at",
+            postgresql_include=["channel", "workflow_id"],
+            postgresql_where=text("rule_id IS NOT NULL AND sent_at IS NOT NULL"),
+        ),
         # The frequency cap looks back at a customer's recent marketing sends per channel.
         Index(
             "ix_messages_marketing_sent",

@@ -9,7 +9,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
@@ -18,7 +18,6 @@ from services.analytics import rule_queries as q
 from services.analytics.period import Period
 from services.analytics.rule_queries import Basis, Scope
 from services.analytics.rules import figures, unit_costs
-from services.journeys import experiments
 
 
 async def all_rules(
@@ -66,12 +65,17 @@ async def all_rules(
 
 
 async def sent_per_channel(session: AsyncSession, scope: Scope) -> dict[tuple[str, str], int]:
-    """Messages sent per rule and channel: all a list of rules needs from the ledger (no
-    unique customers, no steps, so one pass that sorts nothing)."""
-    sent = Message.sent_at.is_not(None) if scope.basis == "send" else scope.within(Message.sent_at)
+    """Messages sent per rule and channel: all a list of rules needs from the ledger. By
+    either basis a message sent in the period is one whose ``sent_at`` is in it (by send
+    date its day is its ``sent_at``), which ``ix_messages_rule_sent_at`` answers alone."""
     result = await session.execute(
         select(Message.rule_id, Message.channel, func.count())
-        .where(q.messages_in(scope), q.not_a_test(), sent)
+        .where(
+            Message.rule_id.in_(scope.rule_ids),
+            Message.sent_at.is_not(None),
+            scope.within(Message.sent_at),
+            q.not_a_test(),
+        )
         .group_by(Message.rule_id, Message.channel)
     )
     return {(str(rule), str(channel)): count for rule, channel, count in result.all()}
@@ -79,28 +83,14 @@ async def sent_per_channel(session: AsyncSession, scope: Scope) -> dict[tuple[st
 
 async def rule_orders(session: AsyncSession, scope: Scope) -> dict[str, q.Orders]:
     """Attributed orders per rule: count, revenue and discount per currency."""
-    if scope.basis == "event":
-        when = scope.within(Attribution.ordered_at)
-    else:
-        when = or_(
-            scope.within(q.sent_day()),
-            and_(Message.id.is_(None), scope.within(Attribution.ordered_at)),
-        )
     result = await session.execute(
-        select(
+        q.attributed(scope)
+        .add_columns(
             Attribution.rule_id,
             Attribution.currency,
             func.count(),
             func.sum(Attribution.revenue),
             func.sum(Attribution.discount),
-        )
-        .select_from(Attribution)
-        .outerjoin(Message, Message.id == Attribution.message_id)
-        .where(
-            Attribution.rule_id.in_(scope.rule_ids),
-            Attribution.rule_version.is_not(None),
-            experiments.not_a_test(Attribution.rule_id, Message.workflow_id),  # type: ignore[arg-type]
-            when,
         )
         .group_by(Attribution.rule_id, Attribution.currency)
     )

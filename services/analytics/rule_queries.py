@@ -31,12 +31,14 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     and_,
     func,
     literal,
     literal_column,
     or_,
     select,
+    true,
     tuple_,
     union_all,
 )
@@ -257,9 +259,44 @@ class Orders:
     discount: dict[str, Decimal] | None = None
 
 
+def attributed(scope: Scope) -> Select[Any]:
+    """The rule's attributed orders in the period, each with its message looked up by
+    primary key (``OFFSET 0`` keeps the lookup a per-order probe: joined, PostgreSQL would
+    rather read the whole ledger to hash it). An order is never placed before the message
+    it is credited to was sent, so by send date too only orders from the period's start on
+    can count, which ``ix_attributions_rule_ordered_at`` finds."""
+    credited = (
+        select(Message.sent_at, Message.created_at, Message.workflow_id)
+        .where(Message.id == Attribution.message_id)
+        .offset(0)
+        .lateral("credited")
+    )
+    if scope.basis == "event":
+        when = scope.within(Attribution.ordered_at)
+    else:  # an order credited to no message (none today) counts by its order date
+        day = func.coalesce(credited.c.sent_at, credited.c.created_at)
+        when = and_(
+            Attribution.ordered_at >= scope.start,
+            or_(
+                scope.within(day),
+                and_(Attribution.message_id.is_(None), scope.within(Attribution.ordered_at)),
+            ),
+        )
+    return (
+        select()
+        .select_from(Attribution)
+        .outerjoin(credited, true())
+        .where(
+            Attribution.rule_id.in_(scope.rule_ids),
+            Attribution.rule_version.is_not(None),
+            experiments.not_a_test(Attribution.rule_id, credited.c.workflow_id),  # type: ignore[arg-type]
+            when,
+        )
+    )
+
+
 async def conversions(session: AsyncSession, scope: Scope) -> dict[Key, Orders]:
     """Attributed orders per level: counts over every currency, money per currency."""
-    event = scope.basis == "event"
     channel = func.coalesce(Attribution.channel, literal_column(f"'{NO_CHANNEL}'"))
     columns = (
         Attribution.rule_id,
@@ -268,24 +305,7 @@ async def conversions(session: AsyncSession, scope: Scope) -> dict[Key, Orders]:
         Attribution.step,
         channel,
     )
-    if event:
-        when = scope.within(Attribution.ordered_at)
-    else:  # an order credited to no message (none today) counts by its order date
-        when = or_(
-            scope.within(sent_day()),
-            and_(Message.id.is_(None), scope.within(Attribution.ordered_at)),
-        )
-    base = (
-        select()
-        .select_from(Attribution)
-        .outerjoin(Message, Message.id == Attribution.message_id)
-        .where(
-            Attribution.rule_id.in_(scope.rule_ids),
-            Attribution.rule_version.is_not(None),
-            experiments.not_a_test(Attribution.rule_id, Message.workflow_id),  # type: ignore[arg-type]
-            when,
-        )
-    )
+    base = attributed(scope)
     counted = await session.execute(
         base.add_columns(
             *columns,

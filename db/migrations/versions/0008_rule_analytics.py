@@ -14,8 +14,11 @@ period):
 - ``ix_messages_rule_last_event``: a rule's messages with anything (sent, delivered,
   opened, clicked, bounced, failed, suppressed) on or after the period's first day: the
   ``basis=event`` reading, which keeps only those created before its end.
+- ``ix_messages_rule_sent_at`` (with ``channel`` and ``workflow_id``): the rules list's
+  messages sent per rule and channel, answered from the index alone.
 - ``ix_journey_entries_rule_entered_at`` / ``_exited_at``: a rule's journeys entered, and
-  ended, in the period.
+  ended, in the period; the first carries every column the figures count, so entries are
+  read from the index alone.
 - ``ix_journey_entries_test_runs``: test runs are left out of every figure, by a probe per
   message row (or a hash of the few test journeys) instead of a scan of every journey.
 - ``ix_attributions_rule_ordered_at``: a rule's orders placed in the period (event basis).
@@ -91,13 +94,30 @@ def upgrade() -> None:
         postgresql_where=sa.text("rule_id IS NOT NULL"),
     )
     op.create_index(
+        "ix_messages_rule_sent_at",
+        "messages",
+        ["rule_id", "sent_at"],
+        postgresql_include=["channel", "workflow_id"],
+        postgresql_where=sa.text("rule_id IS NOT NULL AND sent_at IS NOT NULL"),
+    )
+    op.create_index(
         "ix_message_events_spamreport_at",
         "message_events",
         ["occurred_at"],
         postgresql_where=sa.text("status = 'spamreport'"),
     )
     op.create_index(
-        "ix_journey_entries_rule_entered_at", "journey_entries", ["rule_id", "entered_at"]
+        "ix_journey_entries_rule_entered_at",
+        "journey_entries",
+        ["rule_id", "entered_at"],
+        postgresql_include=[
+            "rule_version",
+            "variant",
+            "customer_id",
+            "test",
+            "exit_reason",
+            "exited_at",
+        ],
     )
     op.create_index(
         "ix_journey_entries_rule_exited_at",
@@ -120,6 +140,7 @@ def downgrade() -> None:
     op.drop_index("ix_journey_entries_rule_exited_at", table_name="journey_entries")
     op.drop_index("ix_journey_entries_rule_entered_at", table_name="journey_entries")
     op.drop_index("ix_message_events_spamreport_at", table_name="message_events")
+    op.drop_index("ix_messages_rule_sent_at", table_name="messages")
     op.drop_index("ix_messages_rule_last_event", table_name="messages")
     op.drop_index("ix_messages_rule_sent_day", table_name="messages")
     op.drop_index("ix_suppressions_message_id", table_name="suppressions")
