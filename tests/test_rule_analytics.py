@@ -244,7 +244,7 @@ async def _history(
         await h.message("a3", a3, 1, "a", "0.a.0", "email", "bounced")
         m4 = await h.message("a1", a1_again, 1, "a", "0.a.0", "email", "opened")
         # Sent late on 31 October in Karachi, delivered on 1 November.
-        await h.message(
+        m16 = await h.message(
             "a3",
             a3,
             1,
@@ -256,7 +256,7 @@ async def _history(
             delivered_at=datetime(2026, 11, 1, 0, 0, tzinfo=UTC),
         )
         await h.message("a2", a2, 1, "a", "0.a.0", "email", "sent", at=NOV_1_EARLY)
-        await h.message("t1", rehearsal, 1, "a", "0.a.0", "email", "clicked")
+        m_test = await h.message("t1", rehearsal, 1, "a", "0.a.0", "email", "clicked")
         m5 = await h.message("a1", a1, 1, "a", "0.a.2", "email", "sent")
         await h.message("a3", a3, 1, "a", "0.a.2", None, "suppressed", suppressed="consent")
         await h.message("a2", a2, 1, "a", "0.a.2", "email", "delivered", deferred="quiet_hours")
@@ -285,6 +285,9 @@ async def _history(
         h.order("c1", m13, "5000", "PKR", "250")
         # Sent in November, ordered in December: the send date counts it, the event date not.
         h.order("b1", m9, "2000", "PKR", ordered=datetime(2026, 12, 2, tzinfo=UTC))
+        # Sent in October, ordered in November: the event date counts it, the send date not.
+        h.order("a3", m16, "1000", "PKR", ordered=datetime(2026, 11, 2, tzinfo=UTC))
+        h.order("t1", m_test, "7000", "PKR")  # a rehearsal's order counts nowhere
         a2_id = h.customer("a2")
         event = EVENT_ADAPTER.validate_python(
             cart_updated(customer_id=a2_id, email=f"{a2_id}@example.com", phone=None)
@@ -634,9 +637,9 @@ async def test_by_event_date_each_figure_counts_on_the_day_it_happened(
     assert (totals["sent"], totals["delivered"]) == (11, 8)
     # The unsubscribe happened today (December); the complaint on 10 November.
     assert (totals["unsubscribes"], totals["complaints"]) == (0, 1)
-    # b1's order of 2 December is out.
-    assert (totals["conversions"], totals["converted_customers"]) == (4, 2)
-    assert totals["revenue"] == {"PKR": "17000.0000", "USD": "120.0000"}
+    # b1's order of 2 December is out; a3's of 2 November (for an October message) is in.
+    assert (totals["conversions"], totals["converted_customers"]) == (5, 3)
+    assert totals["revenue"] == {"PKR": "18000.0000", "USD": "120.0000"}
     [a, _] = body["versions"][0]["variants"]
     email = a["steps"][0]["channels"]["email"]
     assert (email["sent"], email["delivered"], email["customers"]["delivered"]) == (5, 4, 3)

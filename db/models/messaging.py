@@ -107,7 +107,7 @@ class Message(Base):
             "ix_messages_rule_sent_at",
             "rule_id",
             "sent_at",
-            postgresql_include=["channel", "workflow_id"],
+            postgresql_include=["channel", "workflow_id", "id"],
             postgresql_where=text("rule_id IS NOT NULL AND sent_at IS NOT NULL"),
         ),
         # The frequency cap looks back at a customer's recent marketing sends per channel.

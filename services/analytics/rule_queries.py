@@ -260,32 +260,38 @@ class Orders:
 
 
 def attributed(scope: Scope) -> Select[Any]:
-    """The rule's attributed orders in the period, each with its message looked up by
-    primary key (``OFFSET 0`` keeps the lookup a per-order probe: joined, PostgreSQL would
-    rather read the whole ledger to hash it). An order is never placed before the message
-    it is credited to was sent, so by send date too only orders from the period's start on
-    can count, which ``ix_attributions_rule_ordered_at`` finds."""
-    credited = (
-        select(Message.sent_at, Message.created_at, Message.workflow_id)
-        .where(Message.id == Attribution.message_id)
-        .offset(0)
-        .lateral("credited")
-    )
-    if scope.basis == "event":
-        when = scope.within(Attribution.ordered_at)
-    else:  # an order credited to no message (none today) counts by its order date
-        day = func.coalesce(credited.c.sent_at, credited.c.created_at)
-        when = and_(
-            Attribution.ordered_at >= scope.start,
-            or_(
-                scope.within(day),
-                and_(Attribution.message_id.is_(None), scope.within(Attribution.ordered_at)),
-            ),
+    """The orders credited to the rule's messages in the period (an attribution naming no
+    message, a held-out customer's order say, is no conversion of a message).
+
+    By send date: the messages sent in the period, read from ``ix_messages_rule_sent_at``
+    alone, joined to their orders (a credited message was always sent). By event date: the
+    orders placed in the period (``ix_attributions_rule_ordered_at``), each with its message
+    looked up by key; ``OFFSET 0`` keeps that a probe per order, where PostgreSQL would
+    rather read the whole ledger to hash it."""
+    if scope.basis == "send":
+        credited: Any = (
+            select(Message.id, Message.workflow_id)
+            .where(
+                Message.rule_id.in_(scope.rule_ids),
+                Message.sent_at.is_not(None),
+                scope.within(Message.sent_at),
+            )
+            .subquery("credited")
         )
+        joined = Attribution.__table__.join(credited, credited.c.id == Attribution.message_id)
+        when = Attribution.ordered_at >= scope.start  # never before the message it credits
+    else:
+        credited = (
+            select(Message.workflow_id)
+            .where(Message.id == Attribution.message_id)
+            .offset(0)
+            .lateral("credited")
+        )
+        joined = Attribution.__table__.join(credited, true())
+        when = scope.within(Attribution.ordered_at)
     return (
         select()
-        .select_from(Attribution)
-        .outerjoin(credited, true())
+        .select_from(joined)
         .where(
             Attribution.rule_id.in_(scope.rule_ids),
             Attribution.rule_version.is_not(None),

@@ -14,8 +14,9 @@ period):
 - ``ix_messages_rule_last_event``: a rule's messages with anything (sent, delivered,
   opened, clicked, bounced, failed, suppressed) on or after the period's first day: the
   ``basis=event`` reading, which keeps only those created before its end.
-- ``ix_messages_rule_sent_at`` (with ``channel`` and ``workflow_id``): the rules list's
-  messages sent per rule and channel, answered from the index alone.
+- ``ix_messages_rule_sent_at`` (with ``channel``, ``workflow_id`` and ``id``): messages
+  sent per rule and channel for the rules list, and by send date the messages whose orders
+  count, both answered from the index alone.
 - ``ix_journey_entries_rule_entered_at`` / ``_exited_at``: a rule's journeys entered, and
   ended, in the period; the first carries every column the figures count, so entries are
   read from the index alone.
@@ -97,7 +98,7 @@ def upgrade() -> None:
         "ix_messages_rule_sent_at",
         "messages",
         ["rule_id", "sent_at"],
-        postgresql_include=["channel", "workflow_id"],
+        postgresql_include=["channel", "workflow_id", "id"],
         postgresql_where=sa.text("rule_id IS NOT NULL AND sent_at IS NOT NULL"),
     )
     op.create_index(
