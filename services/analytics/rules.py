@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config.settings import Settings
 from db.models import Rule, RuleVersion
-from services.analytics import rule_experiments
+from services.analytics import rule_experiments, rule_journeys
 from services.analytics import rule_queries as q
 from services.analytics.period import Period
 from services.analytics.rule_queries import Basis, Key, Level, Scope
@@ -124,7 +124,7 @@ class _Found:
         self.messages = await q.messages(session, scope)
         self.reactions = await q.reactions(session, scope)
         self.orders = await q.conversions(session, scope)
-        self.journeys = await q.journeys(session, scope)
+        self.journeys = await rule_journeys.journeys(session, scope)
         self.costs = _costs(self.settings, self.messages)
         return self
 
