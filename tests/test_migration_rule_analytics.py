@@ -47,7 +47,7 @@ def test_old_suppressed_messages_and_unsubscribes_are_given_what_analytics_read(
             )
         command.upgrade(config, "head")
         with psycopg.connect(url) as conn:
-            codes = dict(
+            codes: dict[str, str | None] = dict(
                 conn.execute("SELECT reason, details ->> 'suppressed' FROM messages").fetchall()
             )
             linked = conn.execute(
