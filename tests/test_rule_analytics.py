@@ -769,6 +769,10 @@ async def test_a_period_that_ends_before_it_starts_is_refused_naming_from(shop: 
         response = await shop.get(f"{path}?from=2026-11-30&to=2026-11-01")
         assert response.status_code == 422, response.text
         assert response.json()["fields"][0]["loc"] == ["query", "from"]
+    for query, field in (("from=0001-01-01", "from"), ("to=9999-12-31", "to")):
+        edge = await shop.get(f"/v1/analytics/rules/{rule_id}?{query}")
+        assert edge.status_code == 422, edge.text
+        assert edge.json()["fields"][0]["loc"] == ["query", field]
     wrong = await shop.get(f"/v1/analytics/rules/{rule_id}?basis=ordered")
     assert wrong.status_code == 422
     assert wrong.json()["fields"][0]["loc"] == ["query", "basis"]
