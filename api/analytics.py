@@ -1,85 +1,71 @@
-"""Analytics (marketers): how each rule version and variant performs, and its A/B tests."""
+"""Analytics (marketers): what each rule earned over a period, per version, variant, step
+and channel, and its A/B tests; every rule's key figures for a list. JSON, or CSV on
+``Accept: text/csv``."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
-from api.deps import SessionDep, require
+from api.analytics_export import CSV, PeriodDep, answer
+from api.deps import SessionDep, SettingsDep, require
 from api.errors import documented
+from api.rule_analytics_models import RuleAnalytics, RuleList, list_rows, rule_rows
+from services.analytics import rule_list
+from services.analytics import rules as rule_analytics
 from services.journeys import rules
-from services.journeys.analytics import rule_analytics
 from services.platform.api_keys import Principal
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 Reader = Annotated[Principal, Depends(require("analytics:read"))]
+BasisQuery = Annotated[
+    Literal["send", "event"],
+    Query(
+        description="send: messages by the day they were sent (journeys by the day they "
+        "entered) with all that came of them later; event: each figure by the day it happened "
+        "(an order by its order date)"
+    ),
+]
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {CSV: {}}, "description": "JSON, or CSV with Accept: text/csv"}
+}
 
 
-class ChannelCounts(BaseModel):
-    sent: int
-    delivered: int
-    opened: int
-    clicked: int
-    bounced: int
-    failed: int
-
-
-class VariantAnalytics(BaseModel):
-    variant: str | None = Field(description="null: journeys that have not reached a split")
-    entered: int
-    exited: dict[str, int] = Field(description="Journeys ended, by reason")
-    messages: dict[str, ChannelCounts] = Field(description="Per channel")
-    conversions: int
-    conversion_rate: float | None = Field(description="conversions / entered")
-    revenue: dict[str, str] = Field(description="Attributed revenue per currency")
-    discount_cost: dict[str, str] = Field(description="Discounts on attributed orders")
-
-
-class VersionAnalytics(BaseModel):
-    version: int
-    variants: list[VariantAnalytics]
-
-
-class ExperimentVariant(BaseModel):
-    name: str
-    journeys: int
-    conversions: int
-    conversion_rate: float
-    revenue: dict[str, str]
-    p_value: float | None = Field(description="Best variant vs this one; two-sided z-test")
-
-
-class ExperimentAnalytics(BaseModel):
-    version: int
-    path: str = Field(description="The split step, e.g. '0'")
-    weights: dict[str, int]
-    status: str = Field(description="running | decided (a decision is final)")
-    winner: str | None
-    promoted: bool = Field(description="Every later journey is sent to the winner")
-    decided_at: datetime | None
-    decision: dict[str, Any] | None = Field(description="The figures it was decided on")
-    confidence: float
-    min_sample: int
-    best: str | None = Field(description="The variant converting best now")
-    sampled: bool = Field(description="Every variant has min_sample journeys")
-    verdict: str
-    variants: list[ExperimentVariant]
-
-
-class RuleAnalytics(BaseModel):
-    rule_id: str
-    versions: list[VersionAnalytics]
-    experiments: list[ExperimentAnalytics]
+@router.get(
+    "/rules",
+    summary="Every rule's key figures over a period",
+    response_model=RuleList,
+    responses={**documented(401, 403, 422), **_CSV},
+)
+async def list_rule_analytics(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    period: PeriodDep,
+    _: Reader,
+    basis: BasisQuery = "send",
+) -> RuleList | Response:
+    found = await rule_list.all_rules(session, settings, period, basis)
+    return answer(request, RuleList.model_validate(found), list_rows, "rules")
 
 
 @router.get(
     "/rules/{rule_id}",
-    summary="A rule's results per version and variant, and its A/B tests",
-    responses=documented(401, 403, 404),
+    summary="A rule's results per version, variant, step and channel, and its A/B tests",
+    response_model=RuleAnalytics,
+    responses={**documented(401, 403, 404, 422), **_CSV},
 )
-async def get_rule_analytics(rule_id: str, session: SessionDep, _: Reader) -> RuleAnalytics:
-    await rules.get(session, rule_id)
-    return RuleAnalytics.model_validate(await rule_analytics(session, rule_id))
+async def get_rule_analytics(
+    rule_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    period: PeriodDep,
+    _: Reader,
+    basis: BasisQuery = "send",
+) -> RuleAnalytics | Response:
+    rule = await rules.get(session, rule_id)
+    found = await rule_analytics.rule_figures(session, settings, rule, period, basis)
+    return answer(request, RuleAnalytics.model_validate(found), rule_rows, f"rule-{rule_id}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import time, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -179,6 +180,12 @@ class Settings(BaseSettings):
     # How long after a message, per channel, an order is credited to it (JSON, e.g.
     # {"email": "P5D", "sms": "PT24H"}); the model set through the API replaces it.
     attribution_windows: Windows = Field(default_factory=lambda: dict(DEFAULT_WINDOWS))
+    # What one message sent costs, per channel and currency (JSON, e.g.
+    # '{"sms": {"PKR": "2.50"}, "whatsapp": {"PKR": "4.00"}}'), for rule analytics' message
+    # cost and ROI; a channel left out costs nothing, and a currency without a cost has no ROI.
+    message_costs: dict[Literal["email", "sms", "whatsapp"], dict[str, Decimal]] = Field(
+        default_factory=dict
+    )
 
     # Rules of the road for marketing messages; rules may override them.
     default_timezone: str = "UTC"
@@ -256,6 +263,22 @@ class Settings(BaseSettings):
                 f"SUTRA_SHOP_LOCALE {value!r} is not a locale Babel knows (e.g. en, en_IN, ur_PK)"
             ) from None
         return value.replace("-", "_")
+
+    @field_validator("message_costs")
+    @classmethod
+    def _check_message_costs(
+        cls, value: dict[str, dict[str, Decimal]]
+    ) -> dict[str, dict[str, Decimal]]:
+        for channel, costs in value.items():
+            for currency, amount in costs.items():
+                if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+                    raise ValueError(
+                        f"SUTRA_MESSAGE_COSTS[{channel}]: {currency!r} is not an ISO 4217 "
+                        "currency code (e.g. PKR)"
+                    )
+                if amount < 0 or not amount.is_finite():
+                    raise ValueError(f"SUTRA_MESSAGE_COSTS[{channel}][{currency}] must be >= 0")
+        return value
 
     @field_validator("payload_keys")
     @classmethod

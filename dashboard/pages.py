@@ -22,11 +22,12 @@ from contracts.rules import RuleDefinition, WaitStep
 from services.analytics.collections import payment_collections
 from services.analytics.overview import overview as shop_overview
 from services.analytics.period import Period
+from services.analytics.rules import rule_figures
 from services.customers import profiles
 from services.journeys import admission, rules
-from services.journeys.analytics import STATUSES, rule_analytics
 from services.messaging import queries
 
+STATUSES = ("sent", "delivered", "opened", "clicked", "bounced", "failed")
 FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "conversions")
 MESSAGE_FILTERS = ("channel", "status", "customer_id", "rule_id")
 PAGE_SIZE = 25
@@ -103,10 +104,12 @@ def totals(figures: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def rule_list(session: AsyncSession) -> list[dict[str, Any]]:
+async def rule_list(
+    session: AsyncSession, settings: Settings, period: Period
+) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for rule in await rules.list_rules(session):
-        figures = await rule_analytics(session, rule.id)
+        figures = await rule_figures(session, settings, rule, period, "send")
         found.append({"rule": rule, "totals": totals(figures)})
     order = {"active": 0, "paused": 1, "draft": 2, "archived": 3}
     found.sort(key=lambda r: (order.get(r["rule"].status, 9), -r["totals"]["entered"]))
@@ -125,11 +128,14 @@ def describe_steps(definition: RuleDefinition) -> list[dict[str, Any]]:
     return out
 
 
-async def rule_page(session: AsyncSession, rule_id: str) -> dict[str, Any]:
+async def rule_page(
+    session: AsyncSession, settings: Settings, rule_id: str, period: Period
+) -> dict[str, Any]:
+    """GET /v1/analytics/rules/{id}'s figures (by send date) over the period."""
     rule = await rules.get(session, rule_id)
     current = await rules.version_of(session, rule_id, rule.version)
     definition = RuleDefinition.model_validate(current.definition)
-    figures = await rule_analytics(session, rule_id)
+    figures = await rule_figures(session, settings, rule, period, "send")
     return {
         "rule": rule,
         "definition": definition,

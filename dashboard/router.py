@@ -238,12 +238,15 @@ async def overview(request: Request, session: DbSession, who: Reader) -> Respons
 
 @router.get("/rules")
 async def rule_list(request: Request, session: DbSession, who: Reader) -> Response:
-    return render(request, "rules.html", _page(who, "rules", rules=await pages.rule_list(session)))
+    span = _period(request)
+    found = await pages.rule_list(session, request.app.state.settings, span)
+    return render(request, "rules.html", _page(who, "rules", rules=found, period=span))
 
 
 @router.get("/rules/{rule_id}")
 async def rule_page(request: Request, rule_id: str, session: DbSession, who: Reader) -> Response:
-    data = await pages.rule_page(session, rule_id)
+    span = _period(request)
+    data = await pages.rule_page(session, request.app.state.settings, rule_id, span)
     t = data["totals"]
     stages = [
         ("Journeys entered", t["entered"]),
@@ -260,6 +263,7 @@ async def rule_page(request: Request, rule_id: str, session: DbSession, who: Rea
             who,
             "rules",
             **data,
+            period=span,
             stages=stages,
             funnel_chart=charts.funnel_chart(stages),
             variant_charts=[charts.variants_chart(e) for e in data["figures"]["experiments"]],

@@ -222,18 +222,18 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     screenshot(browser, "overview")
 
     # Rules: the list and the rule's page carry the API's figures.
-    api_rule = _api(server, f"/v1/analytics/rules/{data.rule_id}")
+    api_rule = _api(server, f"/v1/analytics/rules/{data.rule_id}?{QUERY}")
     variants = api_rule["versions"][0]["variants"]
     entered = sum(v["entered"] for v in variants)
     conversions = sum(v["conversions"] for v in variants)
-    browser.get(f"{base}/dashboard/rules")
+    browser.get(f"{base}/dashboard/rules?{QUERY}")
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-rule="{data.rule_id}"]')
     assert row.find_element(By.CSS_SELECTOR, '[data-figure="entered"]').text == str(entered)
     assert row.find_element(By.CSS_SELECTOR, '[data-figure="conversions"]').text == "3"
     assert "PKR 16,500.00" in row.find_element(By.CSS_SELECTOR, '[data-figure="revenue"]').text
     screenshot(browser, "rules")
 
-    browser.get(f"{base}/dashboard/rules/{data.rule_id}")
+    browser.get(f"{base}/dashboard/rules/{data.rule_id}?{QUERY}")
     assert figure(browser, "entered") == (str(entered), f.number(entered))
     assert figure(browser, "conversions") == (str(conversions), f.number(conversions))
     assert figure(browser, "conversion_rate")[1] == f.percent(conversions / entered)
@@ -293,7 +293,7 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     browser.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
     assert "You are signed out." in browser.find_element(By.CSS_SELECTOR, ".notice").text
     screenshot(browser, "sign-in")
-    browser.get(f"{base}/dashboard/rules")
+    browser.get(f"{base}/dashboard/rules?{QUERY}")
     assert "/dashboard/sign-in" in browser.current_url
 
 

@@ -87,6 +87,31 @@ class Message(Base):
         ),
         # Analytics read the ledger by the day a message was sent.
         Index("ix_messages_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # Rule analytics read a rule's messages of a period: by the day each was sent (or
+        # asked for, when it never went out), and by the day anything last happened to it.
+        Index(
+            "ix_messages_rule_sent_day",
+            "rule_id",
+            text("coalesce(sent_at, created_at)"),
+            postgresql_where=text("rule_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_messages_rule_last_event",
+            "rule_id",
+            text(
+                "greatest(created_at, updated_at, sent_at, delivered_at, opened_at, "
+                "clicked_at, failed_at)"
+            ),
+            postgresql_where=text("rule_id IS NOT NULL"),
+        ),
+        # The rules list: messages sent per rule and channel, read from the index alone.
+        Index(
+            "ix_messages_rule_sent_at",
+            "rule_id",
+            "sent_at",
+            postgresql_include=["channel", "workflow_id", "id"],
+            postgresql_where=text("rule_id IS NOT NULL AND sent_at IS NOT NULL"),
+        ),
         # The frequency cap looks back at a customer's recent marketing sends per channel.
         Index(
             "ix_messages_marketing_sent",
@@ -119,6 +144,12 @@ class MessageEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_event_id"),
         Index("ix_message_events_message_id", "message_id"),
+        # Rule analytics by event date: the spam complaints of a period.
+        Index(
+            "ix_message_events_spamreport_at",
+            "occurred_at",
+            postgresql_where=text("status = 'spamreport'"),
+        ),
     )
 
 
@@ -139,6 +170,9 @@ class Suppression(Base):
     source: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     customer_id: Mapped[str | None] = mapped_column(String(128))
+    # The message whose unsubscribe link or complaint caused it, when one did (analytics
+    # credit the unsubscribe to that message's rule, step and variant).
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=server_now()
     )
@@ -152,6 +186,11 @@ class Suppression(Base):
             "scope",
             unique=True,
             postgresql_where=text("lifted_at IS NULL"),
+        ),
+        Index(
+            "ix_suppressions_message_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
         ),
     )
 

@@ -17,6 +17,9 @@ from contracts.time_zones import resolve_zone
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 731  # two years of daily series is as far as one answer goes
+# A day's bounds in UTC must exist: the first and last dates Python has are left out.
+FIRST_DAY = date.min + timedelta(days=1)
+LAST_DAY = date.max - timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,22 @@ def period(
 ) -> Period:
     """The period ``start``..``end``; either may be left out (``to`` defaults to today in
     the shop's zone, ``from`` to 29 days before ``to``). 422 naming the field when ``from``
-    is after ``to`` or the span is longer than ``MAX_DAYS``."""
+    is after ``to``, the span is longer than ``MAX_DAYS``, or a day is the first or last
+    of the calendar (its bounds in UTC would not exist)."""
     today = (now or datetime.now(UTC)).astimezone(zone).date()
+    for name, day in (("from", start), ("to", end)):
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+            raise Unprocessable(
+                f"{name} ({day}) is outside {FIRST_DAY} to {LAST_DAY}",
+                fields=[{"loc": ["query", name], "msg": f"must be {FIRST_DAY} to {LAST_DAY}"}],
+            )
     last = end or today
-    first = start or last - timedelta(days=DEFAULT_DAYS - 1)
+    default_first = (
+        FIRST_DAY
+        if last - FIRST_DAY < timedelta(days=DEFAULT_DAYS - 1)
+        else last - timedelta(days=DEFAULT_DAYS - 1)
+    )
+    first = start or default_first
     if first > last:
         raise Unprocessable(
             f"from ({first}) is after to ({last})",

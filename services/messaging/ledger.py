@@ -102,10 +102,14 @@ def provider_answered(row: Message) -> bool:
     return bool((row.details or {}).get(_ANSWERED))
 
 
-def record_suppressed(row: Message, channel: Channel | None, reason: str) -> None:
+def record_suppressed(
+    row: Message, channel: Channel | None, reason: str, code: str = "no_channel"
+) -> None:
+    """``code``: the reason in one word, which analytics count by (policy.py lists them)."""
     row.status, row.reason, row.channel = "suppressed", reason, channel
     row.deferred_until = None
     metrics.message(channel, "suppressed")
+    row.details = {**(row.details or {}), "suppressed": code}
 
 
 def record_deferred(
@@ -190,6 +194,7 @@ async def abandon(session: AsyncSession, ledger_key: str, reason: str) -> None:
     if row is not None and row.status == "queued":
         row.status, row.reason, row.deferred_until = "suppressed", reason[:1000], None
         metrics.message(row.channel, "suppressed")
+        row.details = {**(row.details or {}), "suppressed": "abandoned"}
 
 
 async def reconcile(

@@ -7,6 +7,13 @@ approved content template). The first channel passing them all is chosen; none p
 "no channel can take it", with every channel's reason. Then, for marketing only: quiet hours
 in the customer's own zone (defer to their end) and the frequency cap (skip, or defer until
 the cap has passed).
+
+Every decision that holds a message back carries a ``code`` as well as its words, which
+the ledger keeps (``details["suppressed"]``, ``details["deferrals"]``) for analytics:
+``consent`` (every channel asked for was refused because the customer said no: no consent
+or an opt-out suppression), ``no_channel`` (any other reason no channel could take it),
+``frequency_cap`` (skipped by the cap), and for deferrals ``quiet_hours`` and
+``frequency_cap``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,19 @@ class Defer:
 class Suppress:
     channel: Channel | None
     reason: str
+    code: str = "no_channel"
+
+
+@dataclass
+class Refusal:
+    """Why one channel cannot take the message; ``consent``: the customer said no."""
+
+    text: str
+    consent: bool = False
+
+
+# Suppressions that are the customer's own "no" (the rest are addresses that do not work).
+OPT_OUTS = frozenset({"unsubscribe", "group_unsubscribe", "stop", "spamreport"})
 
 
 Decision = Go | Defer | Suppress
@@ -62,7 +82,7 @@ async def decide(
     now: datetime,
     render: Render,
 ) -> Decision:
-    reasons: list[str] = []
+    reasons: list[Refusal] = []
     chosen: Go | None = None
     for channel in input.request.channels:
         outcome = await _channel_open(session, input, customer, channel, now, render)
@@ -90,26 +110,29 @@ async def _channel_open(
     channel: Channel,
     now: datetime,
     render: Render,
-) -> Go | str:
+) -> Go | Refusal:
     """The channel ready to take the message, or why it cannot."""
     request = input.request
     if channel in input.exclude_channels:
-        return f"{channel}: already failed for this step"
+        return Refusal(f"{channel}: already failed for this step")
     address = customer.email if channel == "email" else customer.phone
     if not address:
-        return f"{channel}: no address"
-    refusal = no_consent(request, customer, channel) or await suppressed(
-        session, request, channel, address
-    )
+        return Refusal(f"{channel}: no address")
+    refusal = no_consent(request, customer, channel)
     if refusal is not None:
-        return refusal
+        return Refusal(refusal, consent=True)
+    blocked = await suppressions.blocking(
+        session, channel=channel, address=address, kind=request.kind
+    )
+    if blocked is not None:
+        return Refusal(f"{channel}: suppressed ({blocked.reason})", blocked.reason in OPT_OUTS)
     try:
         rendered = await render(channel)
     except TemplateError as exc:
-        return f"{channel}: template error: {exc}"
-    refusal = await whatsapp_window_closed(session, channel, address, rendered, now)
-    if refusal is not None:
-        return refusal
+        return Refusal(f"{channel}: template error: {exc}")
+    closed = await whatsapp_window_closed(session, channel, address, rendered, now)
+    if closed is not None:
+        return Refusal(closed)
     return Go(channel, address, rendered)
 
 
@@ -117,15 +140,6 @@ def no_consent(request: MessageRequest, customer: Customer, channel: Channel) ->
     if request.kind == "marketing" and getattr(customer, f"consent_{channel}") is not True:
         return f"{channel}: no consent"
     return None
-
-
-async def suppressed(
-    session: AsyncSession, request: MessageRequest, channel: Channel, address: str
-) -> str | None:
-    blocked = await suppressions.blocking(
-        session, channel=channel, address=address, kind=request.kind
-    )
-    return None if blocked is None else f"{channel}: suppressed ({blocked.reason})"
 
 
 async def whatsapp_window_closed(
@@ -151,8 +165,13 @@ async def _whatsapp_window_open(session: AsyncSession, phone: str, now: datetime
     return last is not None and now - last < WHATSAPP_WINDOW
 
 
-def no_channel(reasons: list[str]) -> Suppress:
-    return Suppress(None, "no channel can take it: " + "; ".join(reasons))
+def no_channel(reasons: list[Refusal]) -> Suppress:
+    consent = bool(reasons) and all(r.consent for r in reasons)
+    return Suppress(
+        None,
+        "no channel can take it: " + "; ".join(r.text for r in reasons),
+        "consent" if consent else "no_channel",
+    )
 
 
 def quiet_hours(
@@ -202,7 +221,7 @@ async def frequency_cap(
     if last is None:
         return None
     if request.cap_policy == "skip":
-        return Suppress(channel, "frequency_cap")
+        return Suppress(channel, "frequency_cap", "frequency_cap")
     return Defer(channel, last + cap, "frequency_cap")
 
 

@@ -212,6 +212,7 @@ async def _sendgrid_suppression(
             reason="spamreport",
             source="sendgrid",
             customer_id=customer_id,
+            message_id=row.id if row else None,
         )
     elif kind in ("unsubscribe", "group_unsubscribe") or (
         kind == "dropped" and "Unsubscribed Address" in reason
@@ -224,6 +225,7 @@ async def _sendgrid_suppression(
             reason=kind if kind != "dropped" else "unsubscribe",
             source="sendgrid",
             customer_id=customer_id,
+            message_id=row.id if row and kind != "dropped" else None,
         )
         customers = await suppressions.customers_with_address(session, "email", email)
         await suppressions.set_consent(

@@ -114,7 +114,7 @@ class Messaging:
             if not ambiguous:
                 decision = await self._decide(session, input, customer, row, now)
                 if isinstance(decision, policy.Suppress):
-                    ledger.record_suppressed(row, decision.channel, decision.reason)
+                    ledger.record_suppressed(row, decision.channel, decision.reason, decision.code)
                     return ledger.result(row)
                 if isinstance(decision, policy.Defer):
                     ledger.record_deferred(

@@ -3,6 +3,7 @@ that come from the customer directly (STOP, START, unsubscribe links)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -33,7 +34,9 @@ async def suppress(
     source: str,
     customer_id: str | None = None,
     detail: str | None = None,
+    message_id: uuid.UUID | None = None,
 ) -> None:
+    """``message_id``: the message whose link or complaint caused it, if one did."""
     await session.execute(
         insert(Suppression)
         .values(
@@ -44,6 +47,7 @@ async def suppress(
             source=source,
             customer_id=customer_id,
             detail=detail,
+            message_id=message_id,
         )
         .on_conflict_do_nothing(
             index_elements=["channel", "address", "scope"],

@@ -49,6 +49,13 @@ def read_token(settings: Settings, token: str) -> UnsubscribeToken | None:
     )
 
 
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None
+
+
 async def opt_out(session: AsyncSession, token: UnsubscribeToken) -> None:
     """What a link's unsubscribe does: the customer's address suppressed for marketing on
     the link's channel, and their consent to it withdrawn. A link naming no customer Sutra
@@ -68,6 +75,7 @@ async def opt_out(session: AsyncSession, token: UnsubscribeToken) -> None:
             source="unsubscribe_link",
             customer_id=customer.id,
             detail=f"message {token.message_id}" if token.message_id else None,
+            message_id=_uuid(token.message_id),
         )
     await suppressions.set_consent(
         session,
