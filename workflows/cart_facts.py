@@ -103,6 +103,8 @@ def describe(state: CartState) -> str:
             journey += f", last on {sent[-1].channel} at {sent[-1].at:%Y-%m-%d %H:%M} UTC"
         if state.journey.exit_reason:
             journey += f"; ended: {state.journey.exit_reason}"
+        elif state.journey.paused:
+            journey += "; **paused by ops**: nothing goes out until resumed"
         elif state.status is CartStatus.active:
             journey += "; paused while the customer is active"
         journey += "."

@@ -161,9 +161,17 @@ class JourneyRunner:
         return duration / self.time_scale
 
     async def _held(self) -> str | None:
-        """Wait while the journey is paused (the cart is active again)."""
-        await workflow.wait_condition(lambda: self.gate() or self.stop() is not None)
+        """Wait while the journey is paused (the cart is active again, or ops paused it).
+
+        Ops' pause holds the next step without interrupting a wait: the wait keeps its
+        clock, and a step that fell due during the pause goes out once resumed."""
+        await workflow.wait_condition(
+            lambda: (self.gate() and not self.state.paused) or self.stop() is not None
+        )
         return self.stop()
+
+    def _on_hold(self) -> bool:
+        return self.state.paused
 
     async def _wait(self, duration: timedelta | Callable[[], timedelta]) -> str | None:
         """Wait ``duration`` from the start of the previous step (recomputed after each
@@ -242,7 +250,9 @@ class JourneyRunner:
             if beside:
                 # A wait for quiet hours or a cap ends with the journey (an order, an
                 # unsubscribe): the message is given up, not sent in the morning.
-                outcome, watch = await self.messenger.dispatch(request, halt=self._stopped)
+                outcome, watch = await self.messenger.dispatch(
+                    request, halt=self._stopped, hold=self._on_hold
+                )
             else:
                 outcome = await self.messenger.send(request)
             outcomes.append(outcome)
@@ -301,11 +311,16 @@ class JourneyRunner:
                 return
             assert report is not None
             step.status = report.status
+            if self.state.paused:  # the next channel waits for ops to resume
+                await workflow.wait_condition(lambda: not self.state.paused or self._halted())
+                if self._halted():
+                    return
             outcome, current = await self.messenger.dispatch(
                 current.request,
                 attempt=current.attempt + 1,
                 excluded=current.tried,
                 halt=self._halted,
+                hold=self._on_hold,
             )
             step = self._record(step.path, outcome, coupon)
         if coupon is not None and step.status not in _REACHED and not self._halted():

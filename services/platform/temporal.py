@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -77,9 +76,9 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             ListSearchAttributesRequest(namespace=namespace)
         )
         missing = {
-            key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-            for key in search_attributes.ALL
-            if key.name not in existing.custom_attributes
+            name: kind
+            for name, kind in search_attributes.registration().items()
+            if name not in existing.custom_attributes
         }
         if missing:
             await client.operator_service.add_search_attributes(
