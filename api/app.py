@@ -19,6 +19,7 @@ from api import (
     errors,
     events,
     health,
+    journeys,
     messages,
     openapi,
     ops,
@@ -37,10 +38,12 @@ from api.middleware import (
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
 )
+from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
 from services.delivery.dispatcher import Dispatcher, running
+from services.messaging.send import Messaging
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
 from services.platform.stranded import StrandedMonitor, monitoring
 from services.platform.temporal import FAIL_FAST, connect
@@ -69,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache()
         app.state.renderer = Renderer()
+        # Ops' re-sends go out through the same send path as the worker's.
+        app.state.messaging = Messaging(
+            settings, sessionmaker, build_adapters(settings), app.state.renderer
+        )
         if settings.bootstrap_admin_key:
             async with sessionmaker() as session, session.begin():
                 await ensure_bootstrap_key(session, settings.bootstrap_admin_key.get_secret_value())
@@ -98,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         privacy.router,
         carts.router,
         orders.router,
+        journeys.router,
         messages.router,
         rules.router,
         analytics.router,

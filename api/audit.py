@@ -43,7 +43,8 @@ class AuditPage(BaseModel):
 async def list_audit(
     session: SessionDep,
     _: Admin,
-    entity: Literal["rule", "template", "api_key", "order", "customer"] | None = None,
+    entity: Literal["rule", "template", "api_key", "order", "customer", "journey", "message"]
+    | None = None,
     entity_id: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

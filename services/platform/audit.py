@@ -27,8 +27,16 @@ from sqlalchemy.orm import Session
 from contracts.errors import BadRequest
 from db.models import AuditEntry, RuleAudit
 
-Entity = Literal["rule", "template", "api_key", "order", "customer"]
-ENTITIES: tuple[str, ...] = ("rule", "template", "api_key", "order", "customer")
+Entity = Literal["rule", "template", "api_key", "order", "customer", "journey", "message"]
+ENTITIES: tuple[str, ...] = (
+    "rule",
+    "template",
+    "api_key",
+    "order",
+    "customer",
+    "journey",
+    "message",
+)
 
 
 class Actor(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -19,6 +20,14 @@ from contracts.names import ORDER_WORKFLOW
 from services.platform.payload_codec import data_converter
 
 log = logging.getLogger(__name__)
+
+
+def ui_url(settings: Settings, namespace: str, workflow_id: str, run_id: str) -> str:
+    """The workflow run's page in the Temporal UI (``SUTRA_TEMPORAL_UI_URL``)."""
+    return (
+        f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}"
+        f"/workflows/{quote(workflow_id, safe='')}/{quote(run_id, safe='')}/history"
+    )
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
