@@ -38,7 +38,6 @@ from api.middleware import (
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
 )
-from channels import build_adapters
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from db.engine import create_engine, create_sessionmaker
@@ -73,9 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_cache = KeyCache()
         app.state.renderer = Renderer()
         # Ops' re-sends go out through the same send path as the worker's.
-        app.state.messaging = Messaging(
-            settings, sessionmaker, build_adapters(settings), app.state.renderer
-        )
+        app.state.messaging = Messaging.for_settings(settings, sessionmaker, app.state.renderer)
         if settings.bootstrap_admin_key:
             async with sessionmaker() as session, session.begin():
                 await ensure_bootstrap_key(session, settings.bootstrap_admin_key.get_secret_value())

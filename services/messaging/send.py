@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from channels import build_adapters
 from channels.base import (
     ChannelAdapter,
     OutgoingMessage,
@@ -47,6 +48,16 @@ class Messaging:
         self.adapters = adapters
         self.renderer = renderer or Renderer()
         self._silent = frozenset(a.provider for a in adapters.values() if not a.reports_status)
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        renderer: Renderer | None = None,
+    ) -> Messaging:
+        """With the channel adapters these settings configure (the outbox where none)."""
+        return cls(settings, sessionmaker, build_adapters(settings), renderer)
 
     async def send(
         self, input: SendMessageInput, now: datetime | None = None, content: Rendered | None = None
