@@ -134,6 +134,36 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     await _post(api, f"/v1/rules/{rule_id}/archive")
 
 
+async def _activity_summaries(temporal: Client, workflow_id: str) -> list[str]:
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    summaries = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            [text] = await temporal.data_converter.decode([event.user_metadata.summary], [str])
+            summaries.append(text)
+    return summaries
+
+
+async def test_every_activity_a_journey_runs_says_what_it_does(api: Api, temporal: Client, worker):
+    customer_id = uid("c")
+    rule_id = await _rule(api, customer_id)
+    await _signed_up(api, customer_id)
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    await eventually(lambda: _at_least(api, customer_id, 1), what="the first email")
+    ended = await _post(api, f"/v1/journeys/{workflow_id}/end")
+    assert ended.status_code == 200, ended.text
+
+    summaries = await _activity_summaries(temporal, workflow_id)
+
+    assert summaries[:3] == [
+        f"Enter rule {rule_id} for customer {customer_id}",
+        f"Read customer {customer_id}'s profile for step 0",
+        "Send welcome (attempt 1)",
+    ]
+    assert summaries[-1] == "Record the journey's exit: ended_by_ops"
+    await _post(api, f"/v1/rules/{rule_id}/archive")
+
+
 async def test_only_journeys_are_steered_and_only_by_ops(api: Api, temporal: Client, worker):
     assert (await _post(api, "/v1/journeys/journey/no_rule/no_one/pause")).status_code == 404
     order = order_placed(cart_id=None, customer_id=uid("c"))

@@ -215,6 +215,7 @@ class JourneyRunner:
         result = await workflow.execute_activity(
             CUSTOMER_CONTEXT,
             CustomerContextInput(customer_id=self.customer_id),
+            summary=f"Read customer {self.customer_id}'s profile for step {self.state.pc}",
             result_type=CustomerContextResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
@@ -265,6 +266,7 @@ class JourneyRunner:
                 await workflow.execute_activity(
                     SUPERSEDE_COUPONS,
                     coupon.code,
+                    summary=f"Revoke the smaller coupons this one ({coupon.code}) replaces",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -272,6 +274,7 @@ class JourneyRunner:
                 await workflow.execute_activity(
                     REVOKE_COUPON,
                     RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                    summary=f"Revoke coupon {coupon.code}: its message did not go out",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -327,6 +330,7 @@ class JourneyRunner:
             await workflow.execute_activity(
                 REVOKE_COUPON,
                 RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                summary=f"Revoke coupon {coupon.code}: its message did not go out",
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=ACTIVITY_RETRY,
             )
@@ -347,6 +351,7 @@ class JourneyRunner:
                 step=path,
                 source=send.incentive.source,
             ),
+            summary=f"Issue a {send.incentive.percent_off}% coupon for step {path}",
             result_type=IssueCouponResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,

@@ -150,6 +150,7 @@ class LifecycleJourneyWorkflow:
                 context=input.context,
                 test=input.test,
             ),
+            summary=f"Enter rule {input.rule_id} for customer {input.customer_id}",
             result_type=EnterLifecycleResult,
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -182,6 +183,7 @@ class LifecycleJourneyWorkflow:
             ExitJourneyInput(
                 workflow_id=workflow.info().workflow_id, rule_id=input.rule_id, reason=reason
             ),
+            summary=f"Record the journey's exit: {reason}",
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -246,6 +248,7 @@ class LifecycleJourneyWorkflow:
                     cart_id=None,
                     window=self._rule().attribution_window,
                 ),
+                summary=f"Credit order {order.order_id} to the journey's last message",
                 result_type=AttributeOrderResult,
                 start_to_close_timeout=_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,

@@ -146,6 +146,7 @@ class Messenger:
                         ledger_key=SendMessageInput(request=request, attempt=attempt).ledger_key,
                         reason=reason,
                     ),
+                    summary="Mark the deferred message given up: the journey ended",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=SEND_RETRY,
                 )
@@ -205,6 +206,7 @@ async def _call(
     return await workflow.execute_activity(
         SEND_MESSAGE,
         SendMessageInput(request=request, attempt=attempt, exclude_channels=excluded),
+        summary=f"Send {request.template} (attempt {attempt})",
         result_type=SendMessageResult,
         start_to_close_timeout=request.send_timeout,
         schedule_to_close_timeout=timedelta(days=1),
