@@ -53,6 +53,9 @@ class MessageOut(BaseModel):
     resend_of: uuid.UUID | None = Field(
         description="The failed or bounced message ops re-sent as this one, if any"
     )
+    resent_as: uuid.UUID | None = Field(
+        default=None, description="The message ops re-sent this one as, if they did"
+    )
 
 
 class MessagePage(BaseModel):
@@ -96,8 +99,14 @@ async def list_messages(
     rows, next_cursor = await queries.newest_first(
         session, filters=filters, status=status, cursor=cursor, limit=limit
     )
+    resent = await queries.resends_of(session, [r.id for r in rows])
     return MessagePage(
-        messages=[MessageOut.model_validate(r, from_attributes=True) for r in rows],
+        messages=[
+            MessageOut.model_validate(r, from_attributes=True).model_copy(
+                update={"resent_as": resent.get(r.id)}
+            )
+            for r in rows
+        ],
         next_cursor=next_cursor,
     )
 

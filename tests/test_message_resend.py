@@ -118,6 +118,11 @@ async def test_a_failed_message_is_resent_once_as_a_new_linked_message(
     assert second.json() == {**first.json(), "created": False}
     assert len(fake_sendgrid.sent_to(email)) == 1
     assert (await _row(sessionmaker, failed_id)).status == "failed"  # the old row stays
+    listed = (await mail_api.get(f"/v1/messages?customer_id={customer_id}")).json()["messages"]
+    assert [(m["id"], m["resend_of"], m["resent_as"]) for m in listed] == [
+        (resent["id"], str(failed_id), None),
+        (str(failed_id), None, resent["id"]),
+    ]
     audit = (await mail_api.get(f"/v1/audit?entity=message&entity_id={failed_id}")).json()
     assert [(e["action"], e["details"]["resent_as"]) for e in audit["entries"]] == [
         ("resend", resent["id"])
