@@ -22,6 +22,7 @@ from api import (
     errors,
     events,
     health,
+    journeys,
     messages,
     openapi,
     ops,
@@ -46,6 +47,7 @@ from config.settings import Settings, get_settings
 from dashboard import router as dashboard
 from db.engine import create_engine, create_sessionmaker
 from services.delivery.dispatcher import Dispatcher, running
+from services.messaging.send import Messaging
 from services.platform import tracing
 from services.platform.api_keys import KeyCache, ensure_bootstrap_key
 from services.platform.stranded import StrandedMonitor, monitoring
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = sessionmaker
         app.state.key_cache = KeyCache()
         app.state.renderer = Renderer()
+        # Ops' re-sends go out through the same send path as the worker's.
+        app.state.messaging = Messaging.for_settings(settings, sessionmaker, app.state.renderer)
         if settings.bootstrap_admin_key:
             async with sessionmaker() as session, session.begin():
                 await ensure_bootstrap_key(session, settings.bootstrap_admin_key.get_secret_value())
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         privacy.router,
         carts.router,
         orders.router,
+        journeys.router,
         messages.router,
         rules.router,
         analytics.router,

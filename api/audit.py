@@ -44,7 +44,15 @@ async def list_audit(
     session: SessionDep,
     _: Admin,
     entity: Literal[
-        "rule", "template", "api_key", "order", "customer", "event", "attribution_model"
+        "rule",
+        "template",
+        "api_key",
+        "order",
+        "customer",
+        "event",
+        "attribution_model",
+        "journey",
+        "message",
     ]
     | None = None,
     entity_id: Annotated[str | None, Query(max_length=400)] = None,

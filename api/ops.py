@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -12,11 +11,10 @@ from temporalio.service import RPCError
 
 from api.deps import SettingsDep, TemporalDep, require
 from api.errors import documented
-from config.settings import Settings
 from contracts.errors import ServiceUnavailable
 from services.platform import stranded
 from services.platform.api_keys import Principal
-from services.platform.temporal import task_queues
+from services.platform.temporal import task_queues, ui_url
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
 
@@ -39,13 +37,6 @@ class StrandedWorkflows(BaseModel):
     task_queue: str
     count: int = Field(description="All stranded workflows, also those past `limit`")
     workflows: list[StrandedWorkflowView]
-
-
-def _ui_url(settings: Settings, namespace: str, workflow_id: str, run_id: str) -> str:
-    return (
-        f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}"
-        f"/workflows/{quote(workflow_id, safe='')}/{quote(run_id, safe='')}/history"
-    )
 
 
 @router.get(
@@ -85,7 +76,7 @@ async def list_stranded_workflows(
                 category=w.category,
                 cause=w.cause,
                 message=w.message,
-                temporal_ui_url=_ui_url(settings, temporal.namespace, w.workflow_id, w.run_id),
+                temporal_ui_url=ui_url(settings, temporal.namespace, w.workflow_id, w.run_id),
             )
             for w in found
         ],

@@ -122,3 +122,44 @@ class JourneyState(BaseModel):
     sent: list[SentStep] = Field(default_factory=list)
     exit_reason: str | None = None
     attributed_order: str | None = None
+    # Ops' hold (POST /v1/journeys/{id}/pause): nothing goes out while true; waits keep
+    # their clock, so a step that fell due meanwhile goes out on resume.
+    paused: bool = False
+    # The API key name that ended it (POST /v1/journeys/{id}/end): exit "ended_by_ops".
+    ended_by: str | None = None
+
+
+ENDED_BY_OPS = "ended_by_ops"
+# The ApplicationError type a journey's control update is refused with.
+NOT_CONTROLLABLE = "journey_not_controllable"
+
+
+class JourneyControl(BaseModel):
+    """Update ``journey_control``: ops pause, resume or end one running journey."""
+
+    action: Literal["pause", "resume", "end"]
+    by: str | None = None  # the API key's name, set by the API
+
+
+class JourneyControlResult(BaseModel):
+    status: Literal["running", "paused", "ended"]
+    exit_reason: str | None = None
+
+
+def control_refusal(journey: JourneyState | None, running: bool, action: str) -> str | None:
+    """Why ``action`` cannot apply to this journey now, or None. Asking again for what is
+    already so (pausing a paused journey, ending one ops ended) is no refusal: a retried
+    request answers the same."""
+    if journey is None:
+        return "this workflow has not entered a journey"
+    if action == "end" and journey.ended_by is not None:
+        return None
+    if not running or journey.exit_reason is not None:
+        return f"the journey has ended ({journey.exit_reason or 'ended'})"
+    return None
+
+
+def control_status(journey: JourneyState, running: bool) -> JourneyControlResult:
+    if not running or journey.exit_reason is not None:
+        return JourneyControlResult(status="ended", exit_reason=journey.exit_reason)
+    return JourneyControlResult(status="paused" if journey.paused else "running")

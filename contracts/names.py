@@ -34,3 +34,5 @@ STATE_QUERY = "state"
 # --- updates --------------------------------------------------------------------------------
 
 TRANSITION_UPDATE = "transition"
+# Ops pause, resume or end one journey (cart and lifecycle workflows).
+JOURNEY_CONTROL_UPDATE = "journey_control"

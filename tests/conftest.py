@@ -22,7 +22,6 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pytest_httpserver import HTTPServer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -166,10 +165,7 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for key in search_attributes.ALL
-            },
+            search_attributes=search_attributes.registration(),
         )
     )
     yield env

@@ -42,7 +42,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import workflow as temporal_workflow
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -52,7 +51,8 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
-from contracts.names import SWEEP_WORKFLOW
+from contracts.journeys import JourneyControl, JourneyControlResult
+from contracts.names import JOURNEY_CONTROL_UPDATE, SWEEP_WORKFLOW
 from contracts.rules import RuleDefinition
 from contracts.sweeps import SweepInput, SweepTotals
 from db.engine import create_engine, create_sessionmaker
@@ -885,6 +885,94 @@ async def lifecycle_held_out_ended_by_order(shop: Recorder) -> None:
 # --- running them -------------------------------------------------------------------------
 
 
+async def _control(shop: Recorder, workflow_id: str, action: str) -> JourneyControlResult:
+    handle = shop.env.client.get_workflow_handle(workflow_id)
+    return await handle.execute_update(
+        JOURNEY_CONTROL_UPDATE,
+        JourneyControl.model_validate({"action": action, "by": "record_histories"}),
+        result_type=JourneyControlResult,
+    )
+
+
+@scenario("cart_paused_resumed_ended_by_ops")
+async def cart_paused_resumed_ended_by_ops(shop: Recorder) -> None:
+    """The default rule (with RuleVersion beside RuleId): the 1 h reminder, then ops pause
+    the journey; the 24 h step falls due while paused and goes out once resumed at 30 h;
+    then ops end the journey (``ended_by_ops``) and the idle cart expires after 30 days."""
+    customer_id = await _reachable_customer(shop)
+    rule_id = await shop.rule([customer_id], _default_cart_rule())
+    await shop.at_local(10)
+    cart_id = await shop.cart(customer_id)
+    workflow_id = workflow_ids.cart(cart_id)
+    await shop.env.sleep(2 * HOUR)
+    assert (await _control(shop, workflow_id, "pause")).status == "paused"
+    await shop.env.sleep(28 * HOUR)
+    assert len(await shop.cart_messages(cart_id)) == 1
+    assert (await _control(shop, workflow_id, "resume")).status == "running"
+    await shop.env.sleep(MINUTE)
+    assert len(await shop.cart_messages(cart_id)) == 2
+    ended = await _control(shop, workflow_id, "end")
+    assert (ended.status, ended.exit_reason) == ("ended", "ended_by_ops"), ended
+    result = await shop.finish(workflow_id)
+    assert result["status"] == "expired", result
+    assert len(await shop.cart_messages(cart_id)) == 2
+    await shop.keep("cart_paused_resumed_ended_by_ops", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("lifecycle_paused_resumed_ended_by_ops")
+async def lifecycle_paused_resumed_ended_by_ops(shop: Recorder) -> None:
+    """A welcome series (with RuleVersion beside RuleId): the first email, a pause during
+    the two-day wait, the second email once resumed on day 3, then ended by ops."""
+    customer_id = uid("c")
+    rule_id = await shop.rule([customer_id], WELCOME)
+    await shop.at_local(10)
+    await shop.send(
+        {
+            "id": uid("evt"),
+            "type": "customer.created",
+            "occurred_at": _iso(await shop.now()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            "data": {},
+        }
+    )
+    workflow_id = workflow_ids.journey(rule_id, customer_id)
+    await shop.env.sleep(HOUR)
+    assert (await _control(shop, workflow_id, "pause")).status == "paused"
+    await shop.env.sleep(3 * DAY)
+    assert (await _control(shop, workflow_id, "resume")).status == "running"
+    await shop.env.sleep(MINUTE)
+    ended = await _control(shop, workflow_id, "end")
+    assert (ended.status, ended.exit_reason) == ("ended", "ended_by_ops"), ended
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["exit_reason"]) == ("ended", "ended_by_ops"), result
+    assert len(result["journey"]["sent"]) == 2, result
+    await shop.keep("lifecycle_paused_resumed_ended_by_ops", workflow_id)
+    await shop.archive(rule_id)
+
+
+@scenario("order_partial_cod_payment_attributes_paid")
+async def order_partial_cod_payment_attributes_paid(shop: Recorder) -> None:
+    """Partial COD with PaymentType and PaymentStatus kept current: pending, paid upfront
+    (partially_paid), then delivered (fully_paid)."""
+    order_id = await shop.place("partial_cod", currency="INR", total="1000.00")
+    await shop.settle()
+    await shop.provider_paid(order_id, payment_id="sbx_pay_attrs", provider="sandbox")
+    await shop.settle()
+    for to in ("packed", "shipped", "delivered"):
+        await shop.transition(order_id, to)
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("delivered", "fully_paid"), result
+    described = await shop.handle(order_id).describe()
+    attributes = described.typed_search_attributes
+    assert attributes.get(search_attributes.PAYMENT_TYPE) == "partial_cod"
+    assert attributes.get(search_attributes.PAYMENT_STATUS) == "fully_paid"
+    await shop.keep("order_partial_cod_payment_attributes_paid", workflow_ids.order(order_id))
+
+
+# --- running them -------------------------------------------------------------------------
+
+
 async def _whatsapp_content_template(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
     """The shop's approved WhatsApp template for the default rule's step 2, so WhatsApp is
     used outside the 24-hour window as in production."""
@@ -933,10 +1021,7 @@ async def record(names: list[str], out: Path, *, overwrite: bool) -> list[Path]:
             await env.client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(
                     namespace=env.client.namespace,
-                    search_attributes={
-                        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                        for key in search_attributes.ALL
-                    },
+                    search_attributes=search_attributes.registration(),
                 )
             )
             settings = Settings(

@@ -237,7 +237,10 @@ async def test_analytics_rule(engine: Engine, shop: Shop):
     )
     assert figures.code == 0, figures.err
     assert figures.json()["rule_id"] == shop.rule_id
-    assert figures.json() == (await engine.http.get(f"/v1/analytics/rules/{shop.rule_id}")).json()
+    period = {"from": "2026-01-01", "to": "2026-12-31"}
+    api = await engine.http.get(f"/v1/analytics/rules/{shop.rule_id}", params=period)
+    assert figures.json() == api.json()
+    assert figures.json()["period"]["from"] == "2026-01-01"
 
     table = await engine.sutra("analytics", "rule", shop.rule_id)
     assert (table.code, f"Rule {shop.rule_id}" in table.out) == (0, True)

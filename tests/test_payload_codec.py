@@ -219,8 +219,9 @@ async def test_the_codec_client_reads_queries_summaries_and_search_attributes(wr
     state = await handle.query(STATE_QUERY, result_type=LifecycleState)
     assert state.customer_id == written.customer_id
     description = await handle.describe()
+    rule_id = written.workflow_id.split("/")[1]  # journey/{rule_id}/{customer_id}
     assert await description.static_summary() == (
-        f"customer.created journey of customer {written.customer_id}"
+        f"customer.created journey of customer {written.customer_id} on rule {rule_id}"
     )
     pairs = {p.key.name: p.value for p in description.typed_search_attributes}
     assert pairs["CustomerId"] == written.customer_id

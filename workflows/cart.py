@@ -18,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import workflows.cart_facts as facts
@@ -36,21 +39,28 @@ with workflow.unsafe.imports_passed_through():
     )
     from contracts.journeys import (
         ATTRIBUTE_ORDER,
+        ENDED_BY_OPS,
         ENTER_JOURNEY,
         EXIT_JOURNEY,
+        NOT_CONTROLLABLE,
         AttributeOrderInput,
         AttributeOrderResult,
         EnterJourneyInput,
         EnterJourneyResult,
         ExitJourneyInput,
+        JourneyControl,
+        JourneyControlResult,
         JourneyState,
         RulePaused,
+        control_refusal,
+        control_status,
     )
     from contracts.messages import InboundMessageSignal, MessageStatusUpdate
     from contracts.names import (
         CART_WORKFLOW,
         EVENT_SIGNAL,
         INBOUND_SIGNAL,
+        JOURNEY_CONTROL_UPDATE,
         MESSAGE_STATUS_SIGNAL,
         RULE_PAUSED_SIGNAL,
         STATE_QUERY,
@@ -63,6 +73,10 @@ with workflow.unsafe.imports_passed_through():
 # Event ids remembered across continue-as-new, to keep ignoring re-deliveries.
 _CARRIED_EVENT_IDS = 1000
 _TIMEOUT = timedelta(seconds=30)
+# Journeys entered from then on carry RuleVersion beside RuleId.
+RULE_VERSION_PATCH = "journey-rule-version-attribute"
+# Ops' pause, resume and end (the journey_control update) publish what they did.
+CONTROLS_PATCH = "journey-ops-controls"
 
 
 @workflow.defn(name=CART_WORKFLOW)
@@ -79,7 +93,7 @@ class CartWorkflow:
         self._seen: set[str] = set(input.carried_event_ids)
         self._seen_order: list[str] = list(input.carried_event_ids)
         self._inbox: list[CartEvent] = []
-        self._published: CartStatus | None = None
+        self._published: str | None = None
         self._messenger = Messenger()
         self._journey_task: asyncio.Task[None] | None = None
         self._rule: RuleDefinition | None = None
@@ -110,6 +124,28 @@ class CartWorkflow:
     @workflow.query(name=STATE_QUERY)
     def state(self) -> CartState:
         return self._state
+
+    @workflow.update(name=JOURNEY_CONTROL_UPDATE)
+    async def control(self, request: JourneyControl) -> JourneyControlResult:
+        """Ops pause, resume or end this cart's journey (the cart itself goes on)."""
+        journey = self._state.journey
+        assert journey is not None
+        if request.action == "end":
+            if journey.ended_by is None:
+                journey.ended_by = request.by or "ops"
+            await workflow.wait_condition(lambda: self._state.journey_status == "ended")
+        elif self._state.journey_status == "running":
+            journey.paused = request.action == "pause"
+            if workflow.patched(CONTROLS_PATCH):
+                self._publish()
+        return control_status(journey, self._state.journey_status == "running")
+
+    @control.validator
+    def _validate_control(self, request: JourneyControl) -> None:
+        running = self._state.journey_status == "running"
+        refusal = control_refusal(self._state.journey, running, request.action)
+        if refusal is not None:
+            raise ApplicationError(refusal, type=NOT_CONTROLLABLE)
 
     @workflow.run
     async def run(self, input: StartCartInput) -> CartResult:
@@ -172,6 +208,7 @@ class CartWorkflow:
                 placed_since=placed_since,
                 test_rule=self._input.test_rule,
             ),
+            summary="Learn when this cart counts as abandoned, and whether it is already an order",
             result_type=PrepareCartResult,
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -220,6 +257,7 @@ class CartWorkflow:
                 only_rule=self._input.test_rule,
                 test=self._input.test_rule is not None,
             ),
+            summary=f"Enter the first cart.abandoned rule admitting customer {state.customer_id}",
             result_type=EnterJourneyResult,
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -232,7 +270,10 @@ class CartWorkflow:
         # From now on "idle" means what this rule says: its journey pauses while the
         # customer is active and resumes once they have been idle that long again.
         state.idle_after = self._definition().trigger.idle_after / self._input.time_scale
-        workflow.upsert_search_attributes([sa.RULE_ID.value_set(entered.rule.rule_id)])
+        attributes: list[SearchAttributeUpdate[Any]] = [sa.RULE_ID.value_set(entered.rule.rule_id)]
+        if workflow.patched(RULE_VERSION_PATCH):
+            attributes.append(sa.RULE_VERSION.value_set(entered.rule.version))
+        workflow.upsert_search_attributes(attributes)
         self._start_journey()
 
     def _start_journey(self) -> None:
@@ -263,6 +304,7 @@ class CartWorkflow:
                 rule_id=journey.rule.rule_id,
                 reason=reason,
             ),
+            summary=f"Record the journey's exit: {reason}",
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
@@ -276,6 +318,8 @@ class CartWorkflow:
         journey = state.journey
         if state.status is CartStatus.converted:
             return "converted"
+        if journey is not None and journey.ended_by is not None:
+            return ENDED_BY_OPS
         if state.rule_paused:
             return "rule_paused"
         if journey is not None:
@@ -313,6 +357,7 @@ class CartWorkflow:
                 cart_id=cart_id,
                 window=window,
             ),
+            summary=f"Credit order {order_id} to the journey's last message",
             result_type=AttributeOrderResult,
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -332,10 +377,13 @@ class CartWorkflow:
         state = self._state
         # Details live in workflow memory and cost no history; search attributes do.
         workflow.set_current_details(facts.describe(state))
-        if state.status is self._published:
+        journey = state.journey
+        paused = journey is not None and journey.paused and state.journey_status == "running"
+        shown = "paused" if paused else state.status.value
+        if shown == self._published:
             return
-        self._published = state.status
-        updates = [sa.JOURNEY_STATUS.value_set(state.status.value)]
+        self._published = shown
+        updates = [sa.JOURNEY_STATUS.value_set(shown)]
         if state.order_id:
             updates.append(sa.ORDER_ID.value_set(state.order_id))
         workflow.upsert_search_attributes(updates)

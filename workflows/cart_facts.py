@@ -105,6 +105,8 @@ def describe(state: CartState) -> str:
             journey += " (held out: in the rule's holdout group, no message is sent)"
         if state.journey.exit_reason:
             journey += f"; ended: {state.journey.exit_reason}"
+        elif state.journey.paused:
+            journey += "; **paused by ops**: nothing goes out until resumed"
         elif state.status is CartStatus.active:
             journey += "; paused while the customer is active"
         journey += "."

@@ -1,8 +1,7 @@
 """The step interpreter every journey runs: a rule version's steps, compiled to a flat
 program, executed with durable timers.
 
-Not a workflow itself: a journey workflow (the cart workflow, lifecycle journeys) holds a
-``JourneyRunner`` and gives it two views of the world:
+Not a workflow: a journey workflow (cart, lifecycle) holds one and gives it two views:
 
 - ``gate()``: whether the journey may move on now (a cart must be idle; activity on it
   pauses the journey, and the interrupted wait starts over once it is idle again);
@@ -50,8 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messaging import Messenger, Watch, undelivered
 
 NUMERIC_EQUALITY_PATCH = "numeric-equality"
-# Journeys that started before it wait out each multi-channel send's fallback window
-# inside the step (Messenger.send); later ones watch beside the sequence.
+# Journeys started before it wait out a multi-channel send's fallback inside the step.
 FALLBACK_BESIDE_PATCH = "fallback-watch-beside-sequence"
 _REACHED = frozenset({"sent", "delivered"})
 
@@ -162,9 +160,17 @@ class JourneyRunner:
         return duration / self.time_scale
 
     async def _held(self) -> str | None:
-        """Wait while the journey is paused (the cart is active again)."""
-        await workflow.wait_condition(lambda: self.gate() or self.stop() is not None)
+        """Wait while the journey is paused (the cart is active again, or ops paused it).
+
+        Ops' pause holds the next step without interrupting a wait: the wait keeps its
+        clock, and a step that fell due during the pause goes out once resumed."""
+        await workflow.wait_condition(
+            lambda: (self.gate() and not self.state.paused) or self.stop() is not None
+        )
         return self.stop()
+
+    def _on_hold(self) -> bool:
+        return self.state.paused
 
     async def _wait(self, duration: timedelta | Callable[[], timedelta]) -> str | None:
         """Wait ``duration`` from the start of the previous step (recomputed after each
@@ -208,6 +214,7 @@ class JourneyRunner:
         result = await workflow.execute_activity(
             CUSTOMER_CONTEXT,
             CustomerContextInput(customer_id=self.customer_id),
+            summary=f"Read customer {self.customer_id}'s profile for step {self.state.pc}",
             result_type=CustomerContextResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
@@ -245,7 +252,9 @@ class JourneyRunner:
             if beside:
                 # A wait for quiet hours or a cap ends with the journey (an order, an
                 # unsubscribe): the message is given up, not sent in the morning.
-                outcome, watch = await self.messenger.dispatch(request, halt=self._stopped)
+                outcome, watch = await self.messenger.dispatch(
+                    request, halt=self._stopped, hold=self._on_hold
+                )
             else:
                 outcome = await self.messenger.send(request)
             outcomes.append(outcome)
@@ -258,6 +267,7 @@ class JourneyRunner:
                 await workflow.execute_activity(
                     SUPERSEDE_COUPONS,
                     coupon.code,
+                    summary=f"Revoke the smaller coupons this one ({coupon.code}) replaces",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -265,6 +275,7 @@ class JourneyRunner:
                 await workflow.execute_activity(
                     REVOKE_COUPON,
                     RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                    summary=f"Revoke coupon {coupon.code}: its message did not go out",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=ACTIVITY_RETRY,
                 )
@@ -304,17 +315,23 @@ class JourneyRunner:
                 return
             assert report is not None
             step.status = report.status
+            if self.state.paused:  # the next channel waits for ops to resume
+                await workflow.wait_condition(lambda: not self.state.paused or self._halted())
+                if self._halted():
+                    return
             outcome, current = await self.messenger.dispatch(
                 current.request,
                 attempt=current.attempt + 1,
                 excluded=current.tried,
                 halt=self._halted,
+                hold=self._on_hold,
             )
             step = self._record(step.path, outcome, coupon)
         if coupon is not None and step.status not in _REACHED and not self._halted():
             await workflow.execute_activity(
                 REVOKE_COUPON,
                 RevokeCouponInput(code=coupon.code, reason="its message did not go out"),
+                summary=f"Revoke coupon {coupon.code}: its message did not go out",
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=ACTIVITY_RETRY,
             )
@@ -335,6 +352,7 @@ class JourneyRunner:
                 step=path,
                 source=send.incentive.source,
             ),
+            summary=f"Issue a {send.incentive.percent_off}% coupon for step {path}",
             result_type=IssueCouponResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,

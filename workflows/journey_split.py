@@ -67,6 +67,7 @@ async def take_variant(
                 bucket=bucket,
                 test=test,
             ),
+            summary=f"Assign customer {customer_id} a variant of split {op.path}",
             result_type=AssignVariantResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,

@@ -15,19 +15,28 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from contracts import search_attributes as sa
     from contracts.journeys import (
         ATTRIBUTE_ORDER,
+        ENDED_BY_OPS,
         EXIT_JOURNEY,
+        NOT_CONTROLLABLE,
         AttributeOrderInput,
         AttributeOrderResult,
         ExitJourneyInput,
+        JourneyControl,
+        JourneyControlResult,
         JourneyState,
         RulePaused,
+        control_refusal,
+        control_status,
     )
     from contracts.lifecycle import (
         ENTER_LIFECYCLE,
@@ -40,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import MessageStatusUpdate
     from contracts.names import (
         EVENT_SIGNAL,
+        JOURNEY_CONTROL_UPDATE,
         LIFECYCLE_WORKFLOW,
         MESSAGE_STATUS_SIGNAL,
         RULE_PAUSED_SIGNAL,
@@ -51,6 +61,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messaging import Messenger
 
 _TIMEOUT = timedelta(seconds=30)
+# Journeys entered from then on carry RuleVersion beside RuleId.
+RULE_VERSION_PATCH = "journey-rule-version-attribute"
+# Ops' pause, resume and end (the journey_control update) publish what they did.
+CONTROLS_PATCH = "journey-ops-controls"
 
 
 @workflow.defn(name=LIFECYCLE_WORKFLOW)
@@ -71,6 +85,7 @@ class LifecycleJourneyWorkflow:
         self._rebought = False
         self._rule_paused = False
         self._definition: RuleDefinition | None = None
+        self._exited = False
 
     @workflow.signal(name=EVENT_SIGNAL)
     def event(self, event: LifecycleEvent) -> None:
@@ -98,6 +113,28 @@ class LifecycleJourneyWorkflow:
     def state(self) -> LifecycleState:
         return self._state
 
+    @workflow.update(name=JOURNEY_CONTROL_UPDATE)
+    async def control(self, request: JourneyControl) -> JourneyControlResult:
+        """Ops pause, resume or end this journey; an end answers once it is recorded."""
+        journey = self._state.journey
+        assert journey is not None
+        if request.action == "end":
+            if journey.ended_by is None:
+                journey.ended_by = request.by or "ops"
+            await workflow.wait_condition(lambda: self._exited)
+        elif self._state.status == "running":
+            journey.paused = request.action == "pause"
+            if workflow.patched(CONTROLS_PATCH):
+                self._publish()
+        return control_status(journey, self._state.status == "running" and not self._exited)
+
+    @control.validator
+    def _validate_control(self, request: JourneyControl) -> None:
+        running = self._state.status == "running" and not self._exited
+        refusal = control_refusal(self._state.journey, running, request.action)
+        if refusal is not None:
+            raise ApplicationError(refusal, type=NOT_CONTROLLABLE)
+
     @workflow.run
     async def run(self, input: LifecycleInput) -> LifecycleState:
         state = self._state
@@ -113,6 +150,7 @@ class LifecycleJourneyWorkflow:
                 context=input.context,
                 test=input.test,
             ),
+            summary=f"Enter rule {input.rule_id} for customer {input.customer_id}",
             result_type=EnterLifecycleResult,
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
@@ -145,15 +183,22 @@ class LifecycleJourneyWorkflow:
             ExitJourneyInput(
                 workflow_id=workflow.info().workflow_id, rule_id=input.rule_id, reason=reason
             ),
+            summary=f"Record the journey's exit: {reason}",
             start_to_close_timeout=_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
+        self._exited = True
         await self._credit_orders(reason)
         state.status = "ended"
         self._publish()
+        if reason == ENDED_BY_OPS:  # ops' update answers before the run closes
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return state
 
     def _stop_reason(self) -> str | None:
+        journey = self._state.journey
+        if journey is not None and journey.ended_by is not None:
+            return ENDED_BY_OPS
         if self._rule_paused:
             return "rule_paused"
         if self._rebought:
@@ -186,7 +231,9 @@ class LifecycleJourneyWorkflow:
     async def _credit_orders(self, reason: str) -> None:
         """Credit orders to the journey's messages: those that came while it ran, and any
         within the attribution window after it ended (a rule paused ends it at once)."""
-        if reason != "rule_paused" and not self._ordered and not self._input.test:
+        # Ended by a paused rule or by ops: it ends at once, crediting what came so far.
+        ended_now = reason in ("rule_paused", ENDED_BY_OPS)
+        if not ended_now and not self._ordered and not self._input.test:
             window = self._rule().attribution_window / self._input.time_scale
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: bool(self._pending_orders), timeout=window)
@@ -201,6 +248,7 @@ class LifecycleJourneyWorkflow:
                     cart_id=None,
                     window=self._rule().attribution_window,
                 ),
+                summary=f"Credit order {order.order_id} to the journey's last message",
                 result_type=AttributeOrderResult,
                 start_to_close_timeout=_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,
@@ -212,7 +260,9 @@ class LifecycleJourneyWorkflow:
     def _publish(self) -> None:
         state = self._state
         sent = len(state.journey.sent) if state.journey else 0
-        details = f"**{state.trigger}** journey of customer `{state.customer_id}`: {state.status}"
+        paused = state.journey is not None and state.journey.paused and state.status == "running"
+        shown = "paused" if paused else state.status
+        details = f"**{state.trigger}** journey of customer `{state.customer_id}`: {shown}"
         if state.refused:
             details += f" (not entered: {state.refused})"
         if state.journey is not None:
@@ -220,7 +270,12 @@ class LifecycleJourneyWorkflow:
             details += f"; rule `{rule.rule_id}` v{rule.version}, {sent} message(s) sent"
             if rule.holdout:
                 details += " (held out: in the rule's holdout group, no message is sent)"
+        if paused:
+            details += "; **paused by ops**: nothing goes out until resumed"
         if state.exit_reason:
             details += f"; ended: {state.exit_reason}"
         workflow.set_current_details(details + ".")
-        workflow.upsert_search_attributes([sa.JOURNEY_STATUS.value_set(state.status)])
+        attributes: list[SearchAttributeUpdate[Any]] = [sa.JOURNEY_STATUS.value_set(shown)]
+        if state.journey is not None and workflow.patched(RULE_VERSION_PATCH):
+            attributes.append(sa.RULE_VERSION.value_set(state.journey.rule.version))
+        workflow.upsert_search_attributes(attributes)

@@ -113,13 +113,15 @@ class Messenger:
         attempt: int = 1,
         excluded: list[Channel] | None = None,
         halt: Callable[[], bool] | None = None,
+        hold: Callable[[], bool] | None = None,
     ) -> tuple[MessageOutcome, Watch | None]:
         """Send until a channel takes the message or none can, and return at once: the
         outcome, and a ``Watch`` when a bounce could still move it to another channel.
 
         Waits for quiet hours or a frequency cap on a durable timer; with ``halt``, such a
         wait ends as soon as ``halt()`` is true and the message is given up (``suppressed``),
-        so a fallback never goes out after the journey ended."""
+        so a fallback never goes out after the journey ended. While ``hold()`` is true
+        (ops paused the journey) a deferred message waits for it to turn false."""
         excluded = list(excluded or [])
         while True:
             try:
@@ -132,6 +134,8 @@ class Messenger:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(halt, timeout=_deferral(result))
+                if hold is not None and hold() and not halt():
+                    await workflow.wait_condition(lambda: not hold() or halt())
                 if not halt():
                     continue
                 reason = "the journey ended before it could go out"
@@ -142,6 +146,7 @@ class Messenger:
                         ledger_key=SendMessageInput(request=request, attempt=attempt).ledger_key,
                         reason=reason,
                     ),
+                    summary="Mark the deferred message given up: the journey ended",
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=SEND_RETRY,
                 )
@@ -201,6 +206,7 @@ async def _call(
     return await workflow.execute_activity(
         SEND_MESSAGE,
         SendMessageInput(request=request, attempt=attempt, exclude_channels=excluded),
+        summary=f"Send {request.template} (attempt {attempt})",
         result_type=SendMessageResult,
         start_to_close_timeout=request.send_timeout,
         schedule_to_close_timeout=timedelta(days=1),

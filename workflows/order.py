@@ -359,7 +359,26 @@ class OrderWorkflow:
         state = self._state
         workflow.set_current_details(words.describe(state))
         shown = "on_hold" if state.on_hold and state.status not in TERMINAL else state.status.value
+        self._publish_payment()
         if self._published == (shown, state.sla_breached):
             return
         self._published = (shown, state.sla_breached)
         workflow.upsert_search_attributes([sa.JOURNEY_STATUS.value_set(shown)])
+
+    # PaymentType and PaymentStatus, upserted whenever they change (orders placed from then on).
+    _published_payment: tuple[str, str] | None = None
+
+    def _publish_payment(self) -> None:
+        state = self._state
+        if state.payment_type is None:
+            return
+        payment = (state.payment_type, state.payment_status)
+        if payment == self._published_payment or not workflow.patched(PAYMENT_ATTRIBUTES_PATCH):
+            return
+        self._published_payment = payment
+        workflow.upsert_search_attributes(
+            [sa.PAYMENT_TYPE.value_set(payment[0]), sa.PAYMENT_STATUS.value_set(payment[1])]
+        )
+
+
+PAYMENT_ATTRIBUTES_PATCH = "order-payment-search-attributes"

@@ -42,6 +42,7 @@ class ProductFanout:
             page = await workflow.execute_activity(
                 FANOUT_BATCH,
                 progress,
+                summary=f"Start the next page of {progress.trigger} journeys for {progress.sku}",
                 result_type=FanoutBatch,
                 start_to_close_timeout=_PAGE_TIMEOUT,
                 heartbeat_timeout=_PAGE_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,

@@ -54,6 +54,7 @@ class TimeTriggerSweep:
             found = await workflow.execute_activity(
                 SWEEP_TARGETS,
                 TargetsInput(only_rules=progress.only_rules),
+                summary="List the active time-triggered rules to sweep",
                 result_type=TargetsResult,
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=ACTIVITY_RETRY,
@@ -75,6 +76,7 @@ class TimeTriggerSweep:
                     after_key=progress.after_key,
                     limit=progress.limit,
                 ),
+                summary=f"Start due journeys of rule {target.rule_id}",
                 result_type=SweepBatchResult,
                 start_to_close_timeout=_BATCH_TIMEOUT,
                 heartbeat_timeout=_BATCH_HEARTBEAT if workflow.patched(HEARTBEAT_PATCH) else None,
@@ -98,6 +100,7 @@ class TimeTriggerSweep:
         try:
             await workflow.execute_activity(
                 EVALUATE_EXPERIMENTS,
+                summary="Judge running A/B tests that reached their sample",
                 result_type=EvaluateExperimentsResult,
                 start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=FEW_ATTEMPTS,

@@ -67,6 +67,11 @@ class Message(Base):
     opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     clicked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Ops re-sent this failed or bounced message (POST /v1/messages/{id}/resend): at most
+    # one re-send per message, its key derived from this one's.
+    resend_of: Mapped[uuid.UUID | None] = mapped_column(
+        UUID, ForeignKey("messages.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=server_now()
     )
@@ -76,6 +81,14 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_customer_id_created_at", "customer_id", "created_at"),
+        # The unfiltered listing, newest first (keyset paging on created_at, id).
+        Index("ix_messages_created_at_id", "created_at", "id"),
+        Index(
+            "ix_messages_resend_of",
+            "resend_of",
+            unique=True,
+            postgresql_where=text("resend_of IS NOT NULL"),
+        ),
         Index("ix_messages_cart_id", "cart_id", postgresql_where=text("cart_id IS NOT NULL")),
         Index("ix_messages_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")),
         Index("ix_messages_rule_id", "rule_id", postgresql_where=text("rule_id IS NOT NULL")),

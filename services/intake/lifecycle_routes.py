@@ -156,7 +156,7 @@ async def _start(
                 signal_payload={},
                 start_input=journey.model_dump(mode="json"),
                 search_attributes={sa.CUSTOMER_ID.name: customer_id, sa.RULE_ID.name: rule_id},
-                summary=f"{event.type} journey of customer {customer_id}",
+                summary=f"{event.type} journey of customer {customer_id} on rule {rule_id}",
             )
         )
     return routes

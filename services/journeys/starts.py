@@ -75,7 +75,10 @@ async def claim_and_start(
                             SearchAttributePair(sa.RULE_ID, item.rule_id),
                         ]
                     ),
-                    static_summary=f"{item.trigger} journey of customer {item.customer_id}",
+                    static_summary=(
+                        f"{item.trigger} journey of customer {item.customer_id}"
+                        f" on rule {item.rule_id}"
+                    ),
                 )
             except WorkflowAlreadyStartedError:
                 return False

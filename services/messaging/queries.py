@@ -58,3 +58,13 @@ async def newest_first(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (_cursor(rows[-1]) if more and rows else None)
+
+
+async def resends_of(session: AsyncSession, ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """``old message id -> its re-send's id``, for those of ``ids`` ops re-sent."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Message.resend_of, Message.id).where(Message.resend_of.in_(ids))
+    )
+    return {old: new for old, new in rows if old is not None}

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from channels import build_adapters
 from channels.base import (
     ChannelAdapter,
     OutgoingMessage,
@@ -59,15 +60,32 @@ class Messaging:
         self.renderer = renderer or Renderer()
         self._silent = frozenset(a.provider for a in adapters.values() if not a.reports_status)
 
-    async def send(self, input: SendMessageInput, now: datetime | None = None) -> SendMessageResult:
-        result = await self._send(input, now)
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        renderer: Renderer | None = None,
+    ) -> Messaging:
+        """With the channel adapters these settings configure (the outbox where none)."""
+        return cls(settings, sessionmaker, build_adapters(settings), renderer)
+
+    async def send(
+        self, input: SendMessageInput, now: datetime | None = None, content: Rendered | None = None
+    ) -> SendMessageResult:
+        """Send one message. ``content``: words already rendered (a re-send of a failed
+        message), sent as they are instead of rendering the template again; the rules of
+        the road still decide whether and where it goes."""
+        result = await self._send(input, now, content)
         # The row's provider, which may be another than today's for this channel.
         result.reports = result.provider not in self._silent
         return result
 
-    async def _send(self, input: SendMessageInput, now: datetime | None) -> SendMessageResult:
+    async def _send(
+        self, input: SendMessageInput, now: datetime | None, content: Rendered | None = None
+    ) -> SendMessageResult:
         now = now or datetime.now(UTC)
-        call = await self._prepare(input, now)
+        call = await self._prepare(input, now, content=content)
         if isinstance(call, SendMessageResult):
             return call
         if call.ambiguous:
@@ -76,7 +94,7 @@ class Messaging:
                 return await self._record_sent(call.message_id, receipt.provider_message_id, now)
             # The provider does not have it: as good as queued, so decided afresh. A retry
             # can come long after the first try (a provider storm), maybe in quiet hours.
-            call = await self._prepare(input, now, resolved=call)
+            call = await self._prepare(input, now, resolved=call, content=content)
             if isinstance(call, SendMessageResult):
                 return call
         try:
@@ -90,7 +108,11 @@ class Messaging:
         return await self._record_sent(call.message_id, receipt.provider_message_id, now)
 
     async def _prepare(
-        self, input: SendMessageInput, now: datetime, resolved: ProviderCall | None = None
+        self,
+        input: SendMessageInput,
+        now: datetime,
+        resolved: ProviderCall | None = None,
+        content: Rendered | None = None,
     ) -> ProviderCall | SendMessageResult:
         """Decide and record, committed before any provider call. ``resolved``: the
         ambiguous call that was shown not to be at the provider; decide it again."""
@@ -112,7 +134,7 @@ class Messaging:
             ambiguous = row.status == "sending" and resolved is None
             answered = ledger.provider_answered(row)
             if not ambiguous:
-                decision = await self._decide(session, input, customer, row, now)
+                decision = await self._decide(session, input, customer, row, now, content)
                 if isinstance(decision, policy.Suppress):
                     ledger.record_suppressed(row, decision.channel, decision.reason, decision.code)
                     return ledger.result(row)
@@ -147,6 +169,7 @@ class Messaging:
         customer: Customer | None,
         row: Message,
         now: datetime,
+        content: Rendered | None = None,
     ) -> policy.Decision:
         if input.request.held_out:
             return policy.Suppress(None, HELD_OUT)
@@ -154,6 +177,8 @@ class Messaging:
             return policy.Suppress(None, "unknown customer")
 
         async def render(channel: Channel) -> Rendered:
+            if content is not None and content.channel == channel:
+                return content
             return await self._render(session, input.request, channel, customer, row)
 
         return await policy.decide(session, self.settings, input, customer, now, render)

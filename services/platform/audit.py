@@ -27,7 +27,17 @@ from sqlalchemy.orm import Session
 from contracts.errors import BadRequest
 from db.models import AuditEntry, RuleAudit
 
-Entity = Literal["rule", "template", "api_key", "order", "customer", "event", "attribution_model"]
+Entity = Literal[
+    "rule",
+    "template",
+    "api_key",
+    "order",
+    "customer",
+    "event",
+    "attribution_model",
+    "journey",
+    "message",
+]
 ENTITIES: tuple[str, ...] = (
     "rule",
     "template",
@@ -36,6 +46,8 @@ ENTITIES: tuple[str, ...] = (
     "customer",
     "event",
     "attribution_model",
+    "journey",
+    "message",
 )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -23,6 +23,14 @@ from services.platform import tracing
 from services.platform.payload_codec import data_converter
 
 log = logging.getLogger(__name__)
+
+
+def ui_url(settings: Settings, namespace: str, workflow_id: str, run_id: str) -> str:
+    """The workflow run's page in the Temporal UI (``SUTRA_TEMPORAL_UI_URL``)."""
+    return (
+        f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}"
+        f"/workflows/{quote(workflow_id, safe='')}/{quote(run_id, safe='')}/history"
+    )
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -84,9 +92,9 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             ListSearchAttributesRequest(namespace=namespace)
         )
         missing = {
-            key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-            for key in search_attributes.ALL
-            if key.name not in existing.custom_attributes
+            name: kind
+            for name, kind in search_attributes.registration().items()
+            if name not in existing.custom_attributes
         }
         if missing:
             await client.operator_service.add_search_attributes(
