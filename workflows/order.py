@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.order_inbox import Command, Inbox, Item, arrival
     from workflows.order_notices import Notices
     from workflows.order_payments import Payments
+    from workflows.order_read_model import ReadModel
 
 S = OrderStatus
 _TIMEOUT = timedelta(seconds=60)
@@ -70,6 +71,7 @@ class OrderWorkflow:
         self._messenger = Messenger()
         self._published: tuple[str, bool] | None = None
         self._confirmed_at: datetime | None = None
+        self._read_model = ReadModel(self._state, timeout=_TIMEOUT)
         self._notices = Notices(
             self._state,
             self._messenger,
@@ -103,6 +105,7 @@ class OrderWorkflow:
             move=self._move,
             record=self._record,
             publish=self._publish,
+            saved=self._read_model.idle,
         )
 
     # --- inputs ---------------------------------------------------------------------------
@@ -173,6 +176,7 @@ class OrderWorkflow:
                 item.error, item.done = self._refusal(S(item.request.to)), True
         await asyncio.gather(*self._notices.tasks)
         self._publish()
+        await workflow.wait_condition(self._read_model.idle)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return OrderResult(status=self._state.status, payment_status=self._state.payment_status)
 
@@ -357,6 +361,7 @@ class OrderWorkflow:
 
     def _publish(self) -> None:
         state = self._state
+        self._read_model.changed()
         workflow.set_current_details(words.describe(state))
         shown = "on_hold" if state.on_hold and state.status not in TERMINAL else state.status.value
         if self._published == (shown, state.sla_breached):

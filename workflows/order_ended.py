@@ -39,6 +39,7 @@ class Ended:
         move: Callable[[OrderStatus, str, str | None], None],
         record: Callable[[str, str | None], None],
         publish: Callable[[], None],
+        saved: Callable[[], bool] = lambda: True,
     ) -> None:
         self._state = state
         self._inbox = inbox
@@ -48,14 +49,15 @@ class Ended:
         self._move = move
         self._record = record
         self._publish = publish
+        self._saved = saved  # the order's row in the read model is written
 
     async def run(self) -> None:
         """The order has ended: ops asking for a move get a clear refusal, events it still
         acts on (AFTER_END) are applied, and the run ends once the customer's last messages
-        are out and nothing is left to handle."""
+        and the order's row are out and nothing is left to handle."""
 
         def settled() -> bool:
-            sent = self._notices.all_out()
+            sent = self._notices.all_out() and self._saved()
             return self._inbox.pending() or (sent and workflow.all_handlers_finished())
 
         while True:
