@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api import (
     analytics,
+    analytics_payments,
     api_keys,
     audit,
     carts,
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.router,
         rules.router,
         analytics.router,
+        analytics_payments.router,
         segments.router,
         coupons.router,
         templates.router,
