@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Self
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
     Client,
@@ -42,6 +42,7 @@ from contracts.orders import (
     RefundInfo,
     TransitionRequest,
 )
+from contracts.payment_policy import quantize
 from services.intake.service import ingest
 from services.orders import read_model
 from services.platform import audit
@@ -117,6 +118,25 @@ class OrderRow(BaseModel):
     sla_breached: bool
     updated_at: datetime
     version: int
+
+    @model_validator(mode="after")
+    def _in_minor_units(self) -> Self:
+        # Stored at four places for every currency; shown as the order's other amounts are.
+        for name in _AMOUNTS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, quantize(value, self.currency))
+        return self
+
+
+_AMOUNTS = (
+    "total",
+    "discount",
+    "upfront_amount",
+    "remaining_amount",
+    "paid_amount",
+    "refunded_amount",
+)
 
 
 class OrderPage(BaseModel):
