@@ -128,6 +128,7 @@ async def get_payments_analytics(
         int,
         Query(
             ge=1,
+            le=1_000_000,
             description="Delivered-or-RTO orders a city or postal code needs in the period "
             "to be ranked",
         ),

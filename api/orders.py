@@ -203,7 +203,7 @@ async def list_orders(
     status: OrderStatus | None = None,
     payment_type: PaymentType | None = None,
     payment_status: PaymentStatus | None = None,
-    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    customer_id: Annotated[str | None, Query(max_length=128, pattern=r"^[!-~]+$")] = None,
     sla_breached: bool | None = None,
     cursor: Annotated[
         str | None, Query(max_length=400, description="`next_cursor` of the previous page")

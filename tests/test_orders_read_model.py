@@ -5,6 +5,7 @@ late or repeated write never takes a row back."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -387,6 +388,9 @@ async def test_the_list_needs_the_ops_scope_and_refuses_bad_input(order_api: Api
     bad_cursor = await order_api.get("/v1/orders?cursor=bm9wZQ")
     assert bad_cursor.status_code == 422
     assert bad_cursor.json()["fields"][0]["loc"] == ["query", "cursor"]
+    nul = b"2026-01-01T00:00:00+00:00|ord\x001"
+    nul_cursor = await order_api.get(f"/v1/orders?cursor={base64.urlsafe_b64encode(nul).decode()}")
+    assert nul_cursor.status_code == 422, nul_cursor.text
     bad_status = await order_api.get("/v1/orders?status=teleported")
     assert bad_status.status_code == 422
     assert bad_status.json()["fields"][0]["loc"] == ["query", "status"]

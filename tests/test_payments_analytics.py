@@ -370,3 +370,8 @@ async def test_bad_periods_and_keys_without_the_scope_are_refused(api: Api):
     assert zero.status_code == 422
     assert "min_orders" in zero.json()["fields"][0]["loc"]
     assert ops_only.status_code == 403
+    # Days whose span in the shop's zone (UTC+5) no date-time holds: a 422, not a 500.
+    for query, field in (("from=0001-01-01&to=0001-01-02", "from"), ("to=9999-12-31", "to")):
+        far = await api.get(f"/v1/analytics/payments?{query}")
+        assert far.status_code == 422, far.text
+        assert far.json()["fields"][0]["loc"] == ["query", field]

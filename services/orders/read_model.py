@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.errors import Unprocessable
 from contracts.order_facts import SaveOrderInput
 from db.models import Order
+
+_IDENTIFIER = re.compile(r"[!-~]{1,128}")  # an order id, as contracts.fields.Identifier
 
 
 async def save(session: AsyncSession, write: SaveOrderInput) -> bool:
@@ -52,7 +55,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, sep, order_id = raw.partition("|")
-        if not sep:
+        if not sep or not _IDENTIFIER.fullmatch(order_id):
             raise ValueError(cursor)
         return datetime.fromisoformat(at), order_id
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
