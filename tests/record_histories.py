@@ -774,6 +774,25 @@ async def order_read_model_reopened(shop: Recorder) -> None:
     await shop.keep("order_read_model_reopened_refunded", workflow_ids.order(order_id))
 
 
+@scenario("order_rto_beside_its_delivery")
+async def order_rto_beside_its_delivery(shop: Recorder) -> None:
+    """COD, confirmed; the carrier's delivered and returned scans arrive before the order is
+    shipped and wait for it. Shipped by ops, the order takes the delivery, and the return
+    right after it in the same task is not dropped as stale: the delivered order becomes
+    an RTO (patch ``order-rto-beside-delivery``) and the shop is told."""
+    order_id = await shop.place("cod")
+    await shop.settle()
+    await shop.event("order.delivered", order_id)
+    await shop.event("order.rto", order_id, reason="refused at the door")
+    await shop.settle()
+    await shop.transition(order_id, "shipped")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["state"]["reopened"]) == ("rto", 0), result
+    history = [h["status"] for h in result["state"]["history"]]
+    assert history[2:5] == ["shipped", "delivered", "rto"], history
+    await shop.keep("order_rto_beside_its_delivery", workflow_ids.order(order_id))
+
+
 def _every_channel(steps: list[dict[str, Any]], **rule: Any) -> dict[str, Any]:
     return {
         "trigger": {"event": "customer.created"},

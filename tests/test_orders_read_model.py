@@ -327,6 +327,44 @@ async def test_reminders_confirmations_and_the_prepay_offer_reach_the_row(
     assert row.paid_at is not None
 
 
+@pytest.fixture
+async def shop(
+    time_skipping: WorkflowEnvironment,
+    task_queue: str,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fake_razorpay: FakeRazorpay,
+    fake_stripe: FakeStripe,
+    shop_endpoint: ShopEndpoint,
+) -> AsyncIterator[OrderShop]:
+    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
+    shop = OrderShop(time_skipping, settings, sessionmaker)
+    async with build_worker(time_skipping.client, task_queue, sessionmaker, settings):
+        yield shop
+    await shop.terminate_all()
+
+
+async def test_a_return_scanned_right_after_the_delivery_is_an_rto_not_a_stale_event(
+    shop: OrderShop, shop_endpoint: ShopEndpoint, sessionmaker: async_sessionmaker[AsyncSession]
+):
+    order_id = await shop.place("cod")
+    await shop.settle()
+    # Both scans arrive before the order is shipped: they wait for it, and are applied one
+    # after the other once ops ship it.
+    await shop.event("order.delivered", order_id)
+    await shop.event("order.rto", order_id, reason="refused at the door")
+    await shop.settle()
+    await shop.transition(order_id, "shipped")
+    await shop.settle()
+
+    state = await shop.state(order_id)
+    assert (state.status, state.payment_status, state.ignored_events) == ("rto", "pending", 0)
+    assert state.rto_reason == "refused at the door"
+    row = await _row(sessionmaker, order_id, status="rto")
+    assert None not in (row.delivered_at, row.rto_at)
+    assert "order.rto_after_delivery" in shop_endpoint.types(order_id)
+
+
 def _facts(**values: Any) -> OrderFacts:
     facts: dict[str, Any] = {
         "order_id": uid("ord"),

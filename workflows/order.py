@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messaging import Messenger
     from workflows.order_checkout import Checkout
-    from workflows.order_ended import AFTER_END_PATCH, Ended
+    from workflows.order_ended import AFTER_END_PATCH, RTO_BESIDE_DELIVERY_PATCH, Ended
     from workflows.order_inbox import Command, Inbox, Item, arrival
     from workflows.order_notices import Notices
     from workflows.order_payments import Payments
@@ -256,6 +256,9 @@ class OrderWorkflow:
         if to is None:
             self._state.ignored_events += 1
             return
+        if self._returned_beside_delivery(event):
+            await self._ended.returned_after_delivery(event, by)
+            return
         position = arrival(self._state.status, to)
         if position == "next":
             await self._apply(to, by, event.reason, event)
@@ -275,9 +278,21 @@ class OrderWorkflow:
                     self._inbox.early.remove(event)
                     await self._apply(to, f"event:{event.event_id}", event.reason, event)
                     progressed = True
+                elif self._returned_beside_delivery(event):
+                    self._inbox.early.remove(event)
+                    await self._ended.returned_after_delivery(event, f"event:{event.event_id}")
                 elif position == "stale":
                     self._inbox.early.remove(event)
                     self._state.ignored_events += 1
+
+    def _returned_beside_delivery(self, event: OrderEvent) -> bool:
+        """An order.rto reaching the delivered order before its run is over (handled in the
+        task of the delivery, or kept early until it): the parcel came back."""
+        return (
+            self._state.status is S.delivered
+            and event.type == "order.rto"
+            and workflow.patched(RTO_BESIDE_DELIVERY_PATCH)
+        )
 
     async def _apply(
         self,
