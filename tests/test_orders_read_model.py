@@ -187,10 +187,9 @@ async def test_orders_keep_their_rows_current_and_are_listed_and_counted(
     # COD: shipped and delivered by the carrier's events, then back at the warehouse.
     cod = await _place(api, "cod", "PKR", "4500.00", city="Lahore")
     await _row(sessionmaker, cod, status="confirmed")
-    for type in ("order.shipped", "order.delivered"):
-        await _event(api, type, cod)
-    await _row(sessionmaker, cod, status="delivered", payment_status="fully_paid")
-    await _event(api, "order.rto", cod, reason="refused at the door")
+    # Sent back to back: the return may be taken with the delivery, in its run or after.
+    for type in ("order.shipped", "order.delivered", "order.rto"):
+        await _event(api, type, cod, reason="refused at the door")
     returned = await _row(sessionmaker, cod, status="rto")
     assert returned.delivered_at is not None
     assert returned.rto_at is not None

@@ -11,8 +11,9 @@ wait until the order catches up; stale and duplicate ones are ignored.
 This module is the state machine: the loop, the moves and what each does, the timers. It
 hands the rest to helpers it holds: the inbox (``order_inbox``), placement and the money
 owed until confirmation (``order_checkout``), the payment providers (``order_payments``),
-messages and shop webhooks (``order_notices``) and the ended order (``order_ended``); the
-words it uses are ``order_words``', the arithmetic ``contracts/order_money.py``'s.
+messages and shop webhooks (``order_notices``), the ended order (``order_ended``) and its
+row in the orders read model (``order_read_model``); the words it uses are
+``order_words``', the arithmetic ``contracts/order_money.py``'s.
 """
 
 from __future__ import annotations
