@@ -1,5 +1,6 @@
-"""Activities of the order workflow: the payment policy, payment links, refunds, and
-telling the shop. Provider refusals that no retry can fix fail without retrying."""
+"""Activities of the order workflow: the payment policy, payment links, refunds, telling
+the shop, and the order's row in the read model. Provider refusals that no retry can fix
+fail without retrying."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.clock import server_now
 from config.settings import Settings
+from contracts.order_facts import SAVE_ORDER, SaveOrderInput
 from contracts.orders import (
     CANCEL_PAYMENT_LINK,
     CREATE_PAYMENT_LINK,
@@ -31,7 +33,7 @@ from contracts.orders import (
 from contracts.payment_policy import Line, quantize, upfront_split
 from payments.base import PaymentError, PaymentProvider
 from services.customers import profiles
-from services.orders import shop_webhooks
+from services.orders import read_model, shop_webhooks
 from services.orders.payments import PaymentLedger
 
 
@@ -118,6 +120,12 @@ class OrderActivities:
     async def notify_shop(self, notice: ShopNotice) -> str:
         return await shop_webhooks.deliver(self._settings, notice)
 
+    @activity.defn(name=SAVE_ORDER)
+    async def save_order(self, write: SaveOrderInput) -> None:
+        """Upsert the order's row; an older or repeated write leaves it as it is."""
+        async with self._sessionmaker() as session, session.begin():
+            await read_model.save(session, write)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.prepare_order,
@@ -125,4 +133,5 @@ class OrderActivities:
             self.cancel_payment_link,
             self.refund_payment,
             self.notify_shop,
+            self.save_order,
         ]

@@ -1,5 +1,6 @@
-"""Orders (ops and backend): live state from the order workflow, and transitions as
-Temporal updates whose validator refuses impossible moves before anything is recorded.
+"""Orders (ops and backend): the list from the orders read model, live state from the order
+workflow, and transitions as Temporal updates whose validator refuses impossible moves
+before anything is recorded.
 
 A delivery ops record by hand is also taken in as an ``order.delivered`` event (id
 ``ops:{order_id}:delivered``), exactly as if the shop had sent it: post-purchase journeys
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Self
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
     Client,
@@ -36,10 +37,14 @@ from contracts.orders import (
     OrderState,
     OrderStatus,
     PaymentLinkInfo,
+    PaymentStatus,
+    PaymentType,
     RefundInfo,
     TransitionRequest,
 )
+from contracts.payment_policy import quantize
 from services.intake.service import ingest
+from services.orders import read_model
 from services.platform import audit
 from services.platform.api_keys import Principal
 
@@ -71,7 +76,74 @@ class OrderView(BaseModel):
     cancel_reason: str | None
     rto_reason: str | None
     reminders_sent: int
+    refunds_reported: dict[str, Decimal] = Field(
+        description="Refunds the shop or the provider reported, by refund id"
+    )
+    reopened: int = Field(description="Runs before this one: reopened after it had ended")
     history: list[HistoryEntry]
+
+
+class OrderRow(BaseModel):
+    """An order as its workflow last wrote it to the read model."""
+
+    order_id: str
+    customer_id: str
+    cart_id: str | None
+    payment_type: str
+    placed_payment_type: str = Field(description="As chosen at checkout")
+    status: str
+    payment_status: str
+    currency: str
+    total: Decimal
+    discount: Decimal
+    upfront_amount: Decimal | None
+    remaining_amount: Decimal | None
+    paid_amount: Decimal
+    refunded_amount: Decimal
+    city: str | None
+    postal_code: str | None
+    country: str | None
+    placed_at: datetime
+    confirmed_at: datetime | None
+    paid_at: datetime | None = Field(description="First paid online (not cash at the door)")
+    cancelled_at: datetime | None
+    delivered_at: datetime | None
+    rto_at: datetime | None
+    cancel_reason: str | None
+    reminders_sent: int
+    cod_confirmation_asked: bool
+    cod_confirmation_answer: str | None = Field(description="yes | no; null: no answer")
+    converted_to_prepaid: bool
+    on_hold: bool
+    sla_breached: bool
+    updated_at: datetime
+    version: int
+
+    @model_validator(mode="after")
+    def _in_minor_units(self) -> Self:
+        # Stored at four places for every currency; shown as the order's other amounts are.
+        for name in _AMOUNTS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, quantize(value, self.currency))
+        return self
+
+
+_AMOUNTS = (
+    "total",
+    "discount",
+    "upfront_amount",
+    "remaining_amount",
+    "paid_amount",
+    "refunded_amount",
+)
+
+
+class OrderPage(BaseModel):
+    orders: list[OrderRow]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null when there is none"
+    )
 
 
 def _view(state: OrderState) -> OrderView:
@@ -100,6 +172,8 @@ def _view(state: OrderState) -> OrderView:
                 "cancel_reason",
                 "rto_reason",
                 "reminders_sent",
+                "refunds_reported",
+                "reopened",
                 "history",
             }
         ),
@@ -115,6 +189,40 @@ async def _state(temporal: Client, order_id: str) -> OrderState:
         what="order",
         key=order_id,
         rpc_timeout=_TIMEOUT,
+    )
+
+
+@router.get(
+    "",
+    summary="Orders from the read model, newest placed first",
+    responses=documented(401, 403, 422),
+)
+async def list_orders(
+    session: SessionDep,
+    _: Annotated[Principal, Depends(require("ops"))],
+    status: OrderStatus | None = None,
+    payment_type: PaymentType | None = None,
+    payment_status: PaymentStatus | None = None,
+    customer_id: Annotated[str | None, Query(max_length=128, pattern=r"^[!-~]+$")] = None,
+    sla_breached: bool | None = None,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="`next_cursor` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> OrderPage:
+    filters: dict[str, object | None] = {
+        "status": status,
+        "payment_type": payment_type,
+        "payment_status": payment_status,
+        "customer_id": customer_id,
+        "sla_breached": sla_breached,
+    }
+    rows, next_cursor = await read_model.newest_first(
+        session, filters=filters, cursor=cursor, limit=limit
+    )
+    return OrderPage(
+        orders=[OrderRow.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
     )
 
 

@@ -206,6 +206,9 @@ class OrderState(BaseModel):
     refunds_reported: dict[str, Decimal] = Field(default_factory=dict)
     # Runs before this one: an ended order is reopened for the events it still acts on.
     reopened: int = 0
+    # Writes of the order's row in the read model (contracts/order_facts.py), across runs:
+    # the row's version, so that a late or repeated write never takes it back.
+    read_model_version: int = 0
 
 
 class StartOrderInput(BaseModel):

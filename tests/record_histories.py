@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,14 @@ from contracts.rules import RuleDefinition
 from contracts.sweeps import SweepInput, SweepTotals
 from db.engine import create_engine, create_sessionmaker
 from db.migrate import upgrade
-from db.models import BackInStockSubscription, Customer, JourneyClaim, Message, TemplateOverride
+from db.models import (
+    BackInStockSubscription,
+    Customer,
+    JourneyClaim,
+    Message,
+    Order,
+    TemplateOverride,
+)
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
 from services.journeys import admission, rules
@@ -711,6 +719,78 @@ async def order_reopened_refunds_a_payment_after_cancellation(shop: Recorder) ->
     await shop.keep(
         "order_reopened_refunds_a_payment_after_cancellation", workflow_ids.order(order_id)
     )
+
+
+async def _row(shop: Recorder, order_id: str) -> Order:
+    async with shop.sessionmaker() as session:
+        row = await session.get(Order, order_id)
+    assert row is not None, f"no read-model row for {order_id}"
+    return row
+
+
+@scenario("order_read_model_partial_cod_paid_delivered")
+async def order_read_model_partial_cod_paid_delivered(shop: Recorder) -> None:
+    """Partial COD kept in the orders read model (patch ``order-read-model``): the upfront
+    link and one reminder, paid through the provider, shipped by the shop's event and
+    delivered by ops; the row follows every step and ends delivered, fully paid."""
+    order_id = await shop.place(
+        "partial_cod", currency="INR", total="2000.00", city="Karachi", postal_code="74000"
+    )
+    await shop.env.sleep(15 * MINUTE + MINUTE)
+    row = await _row(shop, order_id)
+    assert (row.status, row.reminders_sent) == ("awaiting_payment", 1), vars(row)
+    await shop.provider_paid(order_id, payment_id="sbx_pay_rm", provider="sandbox")
+    await shop.settle()
+    await shop.event("order.shipped", order_id, tracking_url="https://track.example/rm")
+    await shop.settle()
+    await shop.transition(order_id, "delivered")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("delivered", "fully_paid"), result
+    row = await _row(shop, order_id)
+    assert (row.status, row.payment_status, row.city) == ("delivered", "fully_paid", "Karachi")
+    assert None not in (row.paid_at, row.delivered_at), vars(row)
+    assert row.version == result["state"]["read_model_version"], vars(row)
+    await shop.keep("order_read_model_partial_cod_paid_delivered", workflow_ids.order(order_id))
+
+
+@scenario("order_read_model_cancelled_unpaid", "order_read_model_reopened_refunded")
+async def order_read_model_reopened(shop: Recorder) -> None:
+    """Partial COD never paid, kept in the read model: cancelled at its deadline and the run
+    ends; the late payment reopens the order, which refunds it and writes the row again
+    with a newer version."""
+    order_id = await shop.place("partial_cod", currency="INR", total="1000.00")
+    await shop.env.sleep(25 * HOUR)
+    ended = await shop.finish(workflow_ids.order(order_id))
+    assert ended["status"] == "cancelled", ended
+    first = await _row(shop, order_id)
+    assert (first.status, first.cancel_reason) == ("cancelled", "unpaid"), vars(first)
+    await shop.keep("order_read_model_cancelled_unpaid", workflow_ids.order(order_id))
+    await shop.provider_paid(order_id, payment_id="sbx_pay_rm_late", provider="sandbox")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["payment_status"]) == ("cancelled", "refunded"), result
+    row = await _row(shop, order_id)
+    assert (row.payment_status, row.refunded_amount) == ("refunded", Decimal(150)), vars(row)
+    assert row.version > first.version, (row.version, first.version)
+    await shop.keep("order_read_model_reopened_refunded", workflow_ids.order(order_id))
+
+
+@scenario("order_rto_beside_its_delivery")
+async def order_rto_beside_its_delivery(shop: Recorder) -> None:
+    """COD, confirmed; the carrier's delivered and returned scans arrive before the order is
+    shipped and wait for it. Shipped by ops, the order takes the delivery, and the return
+    right after it in the same task is not dropped as stale: the delivered order becomes
+    an RTO (patch ``order-rto-beside-delivery``) and the shop is told."""
+    order_id = await shop.place("cod")
+    await shop.settle()
+    await shop.event("order.delivered", order_id)
+    await shop.event("order.rto", order_id, reason="refused at the door")
+    await shop.settle()
+    await shop.transition(order_id, "shipped")
+    result = await shop.finish(workflow_ids.order(order_id))
+    assert (result["status"], result["state"]["reopened"]) == ("rto", 0), result
+    history = [h["status"] for h in result["state"]["history"]]
+    assert history[2:5] == ["shipped", "delivered", "rto"], history
+    await shop.keep("order_rto_beside_its_delivery", workflow_ids.order(order_id))
 
 
 def _every_channel(steps: list[dict[str, Any]], **rule: Any) -> dict[str, Any]:

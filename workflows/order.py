@@ -11,8 +11,9 @@ wait until the order catches up; stale and duplicate ones are ignored.
 This module is the state machine: the loop, the moves and what each does, the timers. It
 hands the rest to helpers it holds: the inbox (``order_inbox``), placement and the money
 owed until confirmation (``order_checkout``), the payment providers (``order_payments``),
-messages and shop webhooks (``order_notices``) and the ended order (``order_ended``); the
-words it uses are ``order_words``', the arithmetic ``contracts/order_money.py``'s.
+messages and shop webhooks (``order_notices``), the ended order (``order_ended``) and its
+row in the orders read model (``order_read_model``); the words it uses are
+``order_words``', the arithmetic ``contracts/order_money.py``'s.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ with workflow.unsafe.imports_passed_through():
         TransitionRequest,
     )
     from workflows.messaging import Messenger
+    from workflows.order_attributes import PaymentAttributes
     from workflows.order_checkout import Checkout
-    from workflows.order_ended import AFTER_END_PATCH, Ended
+    from workflows.order_ended import AFTER_END_PATCH, RTO_BESIDE_DELIVERY_PATCH, Ended
     from workflows.order_inbox import Command, Inbox, Item, arrival
     from workflows.order_notices import Notices
     from workflows.order_payments import Payments
+    from workflows.order_read_model import ReadModel
 
 S = OrderStatus
 _TIMEOUT = timedelta(seconds=60)
@@ -70,6 +73,8 @@ class OrderWorkflow:
         self._messenger = Messenger()
         self._published: tuple[str, bool] | None = None
         self._confirmed_at: datetime | None = None
+        self._read_model = ReadModel(self._state, timeout=_TIMEOUT)
+        self._payment_attributes = PaymentAttributes()
         self._notices = Notices(
             self._state,
             self._messenger,
@@ -103,6 +108,7 @@ class OrderWorkflow:
             move=self._move,
             record=self._record,
             publish=self._publish,
+            saved=self._read_model.idle,
         )
 
     # --- inputs ---------------------------------------------------------------------------
@@ -173,6 +179,7 @@ class OrderWorkflow:
                 item.error, item.done = self._refusal(S(item.request.to)), True
         await asyncio.gather(*self._notices.tasks)
         self._publish()
+        await workflow.wait_condition(self._read_model.idle)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return OrderResult(status=self._state.status, payment_status=self._state.payment_status)
 
@@ -252,6 +259,9 @@ class OrderWorkflow:
         if to is None:
             self._state.ignored_events += 1
             return
+        if self._returned_beside_delivery(event):
+            await self._ended.returned_after_delivery(event, by)
+            return
         position = arrival(self._state.status, to)
         if position == "next":
             await self._apply(to, by, event.reason, event)
@@ -271,9 +281,21 @@ class OrderWorkflow:
                     self._inbox.early.remove(event)
                     await self._apply(to, f"event:{event.event_id}", event.reason, event)
                     progressed = True
+                elif self._returned_beside_delivery(event):
+                    self._inbox.early.remove(event)
+                    await self._ended.returned_after_delivery(event, f"event:{event.event_id}")
                 elif position == "stale":
                     self._inbox.early.remove(event)
                     self._state.ignored_events += 1
+
+    def _returned_beside_delivery(self, event: OrderEvent) -> bool:
+        """An order.rto reaching the delivered order before its run is over (handled in the
+        task of the delivery, or kept early until it): the parcel came back."""
+        return (
+            self._state.status is S.delivered
+            and event.type == "order.rto"
+            and workflow.patched(RTO_BESIDE_DELIVERY_PATCH)
+        )
 
     async def _apply(
         self,
@@ -357,28 +379,11 @@ class OrderWorkflow:
 
     def _publish(self) -> None:
         state = self._state
+        self._read_model.changed()
         workflow.set_current_details(words.describe(state))
         shown = "on_hold" if state.on_hold and state.status not in TERMINAL else state.status.value
-        self._publish_payment()
+        self._payment_attributes.publish(state)
         if self._published == (shown, state.sla_breached):
             return
         self._published = (shown, state.sla_breached)
         workflow.upsert_search_attributes([sa.JOURNEY_STATUS.value_set(shown)])
-
-    # PaymentType and PaymentStatus, upserted whenever they change (orders placed from then on).
-    _published_payment: tuple[str, str] | None = None
-
-    def _publish_payment(self) -> None:
-        state = self._state
-        if state.payment_type is None:
-            return
-        payment = (state.payment_type, state.payment_status)
-        if payment == self._published_payment or not workflow.patched(PAYMENT_ATTRIBUTES_PATCH):
-            return
-        self._published_payment = payment
-        workflow.upsert_search_attributes(
-            [sa.PAYMENT_TYPE.value_set(payment[0]), sa.PAYMENT_STATUS.value_set(payment[1])]
-        )
-
-
-PAYMENT_ATTRIBUTES_PATCH = "order-payment-search-attributes"

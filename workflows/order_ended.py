@@ -25,6 +25,9 @@ S = OrderStatus
 # Runs that ended before it ignored events arriving after their end; later ones act on
 # those an ended order still acts on (AFTER_END): a payment after a cancellation is refunded.
 AFTER_END_PATCH = "order-acts-after-end"
+# Runs before it dropped an order.rto handled in the same workflow task as the delivery it
+# follows (or kept early until then) as stale; later ones return the order.
+RTO_BESIDE_DELIVERY_PATCH = "order-rto-beside-delivery"
 
 
 class Ended:
@@ -39,6 +42,7 @@ class Ended:
         move: Callable[[OrderStatus, str, str | None], None],
         record: Callable[[str, str | None], None],
         publish: Callable[[], None],
+        saved: Callable[[], bool] = lambda: True,
     ) -> None:
         self._state = state
         self._inbox = inbox
@@ -48,14 +52,15 @@ class Ended:
         self._move = move
         self._record = record
         self._publish = publish
+        self._saved = saved  # the order's row in the read model is written
 
     async def run(self) -> None:
         """The order has ended: ops asking for a move get a clear refusal, events it still
         acts on (AFTER_END) are applied, and the run ends once the customer's last messages
-        are out and nothing is left to handle."""
+        and the order's row are out and nothing is left to handle."""
 
         def settled() -> bool:
-            sent = self._notices.all_out()
+            sent = self._notices.all_out() and self._saved()
             return self._inbox.pending() or (sent and workflow.all_handlers_finished())
 
         while True:
@@ -97,9 +102,9 @@ class Ended:
         elif event.type == "payment.refunded":
             self._refunded(event, by)
         elif event.type == "order.rto":
-            await self._returned_after_delivery(event, by)
+            await self.returned_after_delivery(event, by)
 
-    async def _returned_after_delivery(self, event: OrderEvent, by: str) -> None:
+    async def returned_after_delivery(self, event: OrderEvent, by: str) -> None:
         """A parcel scanned delivered came back: no cash was collected at the door."""
         state = self._state
         if state.total is not None and state.payment_type in ("cod", "partial_cod"):

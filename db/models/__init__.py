@@ -28,7 +28,7 @@ from db.models.journeys import (
     SplitAssignment,
 )
 from db.models.messaging import InboundMessage, Message, MessageEvent, Suppression
-from db.models.orders import PaymentLink, Refund
+from db.models.orders import Order, PaymentLink, Refund
 from db.models.platform import ApiKey, AuditEntry, RateLimitBucket
 from db.models.templating import TemplateOverride
 
@@ -54,6 +54,7 @@ __all__ = [
     "JourneyOrder",
     "Message",
     "MessageEvent",
+    "Order",
     "PaymentLink",
     "ProductInterest",
     "ProductPurchase",

@@ -84,4 +84,16 @@ def period(
             f"the period from {first} to {last} is longer than {MAX_DAYS} days",
             fields=[{"loc": ["query", "from"], "msg": f"at most {MAX_DAYS} days before to"}],
         )
-    return Period(first, last, zone)
+    chosen = Period(first, last, zone)
+    # The first and the last day must begin and end at instants a datetime can hold.
+    for name, day, instant in (("from", first, "start_utc"), ("to", last, "end_utc")):
+        try:
+            getattr(chosen, instant)
+        except OverflowError:
+            raise _out_of_range(name, day, zone) from None
+    return chosen
+
+
+def _out_of_range(name: str, day: date, zone: ZoneInfo) -> Unprocessable:
+    msg = f"the period's days in {zone.key} must fall within 0001-01-01..9999-12-31 UTC"
+    return Unprocessable(f"{name} ({day}): {msg}", fields=[{"loc": ["query", name], "msg": msg}])
