@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api import (
     analytics,
     analytics_lift,
+    analytics_net,
     analytics_overview,
     analytics_payments,
     api_keys,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         analytics.router,
         analytics_overview.router,
         analytics_lift.router,
+        analytics_net.router,
         attribution_model.router,
         analytics_payments.router,
         segments.router,
