@@ -118,6 +118,27 @@ FROM generate_series(1, {orders}) n,
                                           'total', (500 + n % 4500)::text || '.00',
                                           'currency', 'INR'))) x(t, p);
 
+INSERT INTO orders (order_id, customer_id, payment_type, placed_payment_type, status,
+                    payment_status, currency, total, discount, paid_amount, refunded_amount,
+                    city, postal_code, placed_at, paid_at, delivered_at, rto_at, cancelled_at,
+                    reminders_sent, cod_confirmation_asked, cod_confirmation_answer,
+                    converted_to_prepaid, on_hold, sla_breached, updated_at, version)
+SELECT 'o' || n, 'c' || (1 + n % {customers}), pt, pt,
+       (ARRAY['delivered', 'delivered', 'delivered', 'rto', 'cancelled', 'shipped'])[1 + n % 6],
+       CASE WHEN pt = 'prepaid' THEN 'fully_paid' ELSE 'pending' END, 'INR',
+       500 + n % 4500, 0, 0, CASE WHEN n % 50 = 0 THEN 100 ELSE 0 END,
+       (ARRAY['Karachi', 'Lahore', 'Quetta', 'Multan', 'Peshawar'])[1 + n % 5],
+       (10000 + n % 300)::text, t,
+       CASE WHEN pt = 'partial_cod' AND n % 4 > 0 THEN t + make_interval(mins => n % 600) END,
+       CASE WHEN n % 6 < 3 THEN t + interval '3 days' END,
+       CASE WHEN n % 6 = 3 THEN t + interval '4 days' END,
+       CASE WHEN n % 6 = 4 THEN t + interval '1 hour' END,
+       n % 3, pt = 'cod', CASE WHEN pt = 'cod' THEN 'yes' END, pt = 'cod' AND n % 9 = 0,
+       false, false, t, 1
+FROM generate_series(1, {orders}) n,
+     LATERAL (SELECT now() - make_interval(secs => n * {days} * 86400.0 / {orders}),
+                     (ARRAY['cod', 'cod', 'partial_cod', 'prepaid'])[1 + n % 4]) x(t, pt);
+
 INSERT INTO attributions (order_id, customer_id, cart_id, message_id, rule_id, rule_version,
                           step, variant, channel, revenue, currency, ordered_at)
 SELECT 'o' || (1 + (row_number() OVER ()) * 5 % {orders}), m.customer_id, m.cart_id, m.id,
@@ -146,7 +167,14 @@ def _endpoints(today: datetime) -> dict[str, str]:
         "overview, 30 days": f"/v1/analytics/overview?{last30}",
         "overview, 180 days": f"/v1/analytics/overview?{half}",
         "overview, 180 days, CSV": f"/v1/analytics/overview?{half}#csv",
-        "rule rule_b7": "/v1/analytics/rules/rule_b7",
+        "rules list, 30 days": f"/v1/analytics/rules?{last30}",
+        "rule rule_b7, 30 days": f"/v1/analytics/rules/rule_b7?{last30}",
+        "rule rule_b7, 30 days, event": f"/v1/analytics/rules/rule_b7?{last30}&basis=event",
+        "lift rule_b7, 30 days": f"/v1/analytics/rules/rule_b7/lift?{last30}",
+        "payments, 30 days": f"/v1/analytics/payments?{last30}",
+        "payments, 180 days": f"/v1/analytics/payments?{half}",
+        "net revenue, 30 days": f"/v1/analytics/net-revenue?{last30}",
+        "net revenue, 180 days": f"/v1/analytics/net-revenue?{half}",
     }
 
 
@@ -247,10 +275,10 @@ async def main() -> None:
             f" journeys in {seeded:.0f} s"
         )
         results = await _measure(url, args.requests)
-    print(f"{'endpoint':<28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    print(f"{'endpoint':<32} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for name, timings in results:
         print(
-            f"{name:<28} {statistics.median(timings):>8.1f} {_p(timings, 0.95):>8.1f}"
+            f"{name:<32} {statistics.median(timings):>8.1f} {_p(timings, 0.95):>8.1f}"
             f" {max(timings):>8.1f}"
         )
 

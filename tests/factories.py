@@ -147,3 +147,19 @@ async def eventually(
                 f"gave up waiting for {what} after {within}s; last error: {last!r}"
             )
         await asyncio.sleep(interval)
+
+
+def archived_rule(rule_id: str, name: str, trigger: str = "cart.abandoned") -> list[Any]:
+    """A rule and its version 1 as rows, archived: figures can be credited to it, and no
+    other test's customer can enter it."""
+    from db.models import Rule, RuleVersion
+
+    definition = {
+        "name": name,
+        "trigger": {"event": trigger},
+        "steps": [{"send": {"channels": ["sms"], "template": "cart_reminder_1"}}],
+    }
+    return [
+        Rule(id=rule_id, name=name, trigger_event=trigger, status="archived", version=1),
+        RuleVersion(rule_id=rule_id, version=1, definition=definition),
+    ]

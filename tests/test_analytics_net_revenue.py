@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from db.models import Attribution, Order, Rule
+from db.models import Attribution, Order
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
-from tests.factories import uid
+from tests.factories import archived_rule, uid
 
 # A year of its own: tests share the database.
 PERIOD = "from=2019-05-01&to=2019-05-31"
@@ -83,20 +83,8 @@ async def test_net_revenue_per_rule_on_a_known_history(
     async with sessionmaker() as session, session.begin():
         session.add_all(
             [
-                Rule(
-                    id=cart,
-                    name="Cart rescue",
-                    trigger_event="cart.abandoned",
-                    status="active",
-                    version=1,
-                ),
-                Rule(
-                    id=welcome,
-                    name="Welcome",
-                    trigger_event="customer.created",
-                    status="active",
-                    version=1,
-                ),
+                *archived_rule(cart, "Cart rescue"),
+                *archived_rule(welcome, "Welcome", trigger="customer.created"),
                 # Delivered COD that switched to prepaid, 100 refunded afterwards.
                 _order(
                     o["o1"],

@@ -25,11 +25,10 @@ from db.models import (
     JourneyEntry,
     Message,
     MessageEvent,
-    Rule,
     Suppression,
 )
 from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
-from tests.factories import uid
+from tests.factories import archived_rule, uid
 
 PERIOD = "from=2020-03-01&to=2020-03-03"
 
@@ -128,9 +127,7 @@ async def _build(sessionmaker: async_sessionmaker[AsyncSession], year: int = 202
     h = History(year)
     at = h.z("2020-01-01T00:00")
     customers = [Customer(id=h.id(c), first_seen_at=at) for c in ("c1", "c2")]
-    rule = Rule(
-        id=h.rule, name="Cart recovery", trigger_event="cart.abandoned", status="active", version=1
-    )
+    rule = archived_rule(h.rule, "Cart recovery")
     # Orders as the shop reported them.
     h.order("o1", "2020-03-01T05:00", "1000.00", "INR")  # 10:00 on 1 March in Karachi
     h.order("o2", "2020-03-02T18:30", "500.00", "INR")  # 23:30 on 2 March
@@ -233,7 +230,7 @@ async def _build(sessionmaker: async_sessionmaker[AsyncSession], year: int = 202
             )
         )
     async with sessionmaker() as session, session.begin():
-        session.add_all([*customers, rule])
+        session.add_all([*customers, *rule])
         await session.flush()
         session.add_all(h.rows)
     return h

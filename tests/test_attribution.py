@@ -35,7 +35,10 @@ DEFAULT = {"email": "P5D", "sms": "P1D", "whatsapp": "P1D"}
 
 @pytest.fixture(autouse=True)
 async def _model_as_configured(api: Api) -> AsyncIterator[None]:
-    """Later tests in this database credit orders under the settings' windows."""
+    """Each test starts, and later tests in this database go on, under the settings'
+    windows, whatever an earlier test (the API fuzzer) put in force."""
+    async with api.app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(AttributionModel))
     yield
     async with api.app.state.sessionmaker() as session, session.begin():
         await session.execute(delete(AttributionModel))
@@ -257,7 +260,8 @@ async def test_changing_the_windows_recomputes_past_credit_and_is_audited(
             "recompute": {"from": day, "to": day},
         },
     )
-    trail = (await api.get("/v1/audit?entity=attribution_model")).json()["entries"]
+    # Newest first: this test's two changes (an earlier test may have audited others).
+    trail = (await api.get("/v1/audit?entity=attribution_model")).json()["entries"][:2]
     restored = await _put(api, {"windows": DEFAULT, "recompute": {"from": day, "to": day}})
     back, _ = await _credits(api, orders)
 
