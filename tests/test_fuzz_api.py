@@ -23,6 +23,7 @@ from outside, to every operation that takes one.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -51,8 +52,11 @@ from db.models import AttributionModel
 from tests.conftest import ADMIN_KEY
 from tests.datetimes import dated_formats
 
-POSITIVE_EXAMPLES = 25
-NEGATIVE_EXAMPLES = 15
+# Per operation. make test runs a short pass over every operation (about 70 of them);
+# make soak (SUTRA_SOAK=1) a long one.
+_SOAK = os.environ.get("SUTRA_SOAK") == "1"
+POSITIVE_EXAMPLES = 60 if _SOAK else 15
+NEGATIVE_EXAMPLES = 40 if _SOAK else 10
 UNAUTHORIZED_EXAMPLES = 2
 
 
