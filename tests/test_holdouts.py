@@ -11,14 +11,21 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Environment, Settings
 from contracts import workflow_ids
 from contracts.rules import RuleDefinition
-from db.models import Attribution, Coupon, JourneyEntry, JourneyOrder, Message
+from db.models import (
+    Attribution,
+    AttributionModel,
+    Coupon,
+    JourneyEntry,
+    JourneyOrder,
+    Message,
+)
 from services.analytics.lift import rule_lift
 from services.analytics.period import period, shop_zone
 from services.journeys import admission, rules
@@ -47,6 +54,10 @@ async def shop(
     settings = Settings(
         env=Environment.test, database_url=database_url, temporal_task_queue=task_queue
     )
+    # Credit under the settings' windows, whatever an earlier test (the API fuzzer) put
+    # in force through PUT /v1/analytics/attribution-model.
+    async with sessionmaker() as session, session.begin():
+        await session.execute(delete(AttributionModel))
     shop = SkippingShop(time_skipping, settings, sessionmaker)
     async with build_worker(time_skipping.client, task_queue, sessionmaker, settings):
         yield shop
