@@ -37,7 +37,7 @@ from services.platform import stranded
 from tests.order_shop import ShopEndpoint
 from worker import Workers, build_worker
 
-pytest_plugins = ["tests.providers.fixtures"]
+pytest_plugins = ["tests.providers.fixtures", "tests.order_api"]
 
 # The files that take longest, first: `make test` hands whole files to its two workers, and
 # a long file started last keeps one worker busy while the other has finished.

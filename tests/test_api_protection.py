@@ -28,10 +28,10 @@ from tests.providers.signing import twilio_headers
 from tests.test_rules_api import _rule
 from tests.test_templates_api import GOOD_EMAIL
 
-# The webhook and order fixtures of those modules, reused as they are.
+# The webhook fixtures of that module, reused as they are (order_api is everyone's:
+# tests/order_api.py).
 hook_settings = test_webhooks.hook_settings
 hooks = test_webhooks.hooks
-order_api = test_orders_api.order_api
 
 
 @pytest.fixture

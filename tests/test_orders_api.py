@@ -7,57 +7,22 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.payment_policy import PaymentPolicy
-from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
+from tests.conftest import ADMIN_KEY, Api, auth, start_api
 from tests.factories import customer, eventually, item, now_iso, uid
+from tests.order_api import order_api_settings
 from tests.providers.fake_payments import (
-    RAZORPAY_KEY_ID,
-    RAZORPAY_KEY_SECRET,
     RAZORPAY_WEBHOOK_SECRET,
-    STRIPE_API_KEY,
     STRIPE_WEBHOOK_SECRET,
     FakeRazorpay,
     FakeStripe,
 )
 from worker import build_worker
-
-
-@pytest.fixture
-async def order_api(
-    database_url: str,
-    dev_server: WorkflowEnvironment,
-    task_queue: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    fake_razorpay: FakeRazorpay,
-    fake_stripe: FakeStripe,
-) -> AsyncIterator[Api]:
-    settings = make_settings(
-        database_url,
-        dev_server.client.service_client.config.target_host,
-        task_queue,
-        razorpay_key_id=RAZORPAY_KEY_ID,
-        razorpay_key_secret=SecretStr(RAZORPAY_KEY_SECRET),
-        razorpay_webhook_secret=SecretStr(RAZORPAY_WEBHOOK_SECRET),
-        razorpay_base_url=fake_razorpay.url,
-        stripe_api_key=SecretStr(STRIPE_API_KEY),
-        stripe_webhook_secret=SecretStr(STRIPE_WEBHOOK_SECRET),
-        stripe_api_base=fake_stripe.url,
-        payment_policy=PaymentPolicy(),
-    )
-    api, manager = await start_api(settings)
-    async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
-        yield api
-    await api.http.aclose()
-    await manager.__aexit__(None, None, None)
 
 
 async def _place(api: Api, currency: str, total: str) -> str:
@@ -221,16 +186,12 @@ async def test_a_move_no_worker_answers_in_time_is_a_503_and_a_retry_after_readi
     fake_razorpay: FakeRazorpay,
     fake_stripe: FakeStripe,
 ):
-    settings = make_settings(
+    settings = order_api_settings(
         database_url,
-        dev_server.client.service_client.config.target_host,
+        dev_server,
         task_queue,
-        razorpay_key_id=RAZORPAY_KEY_ID,
-        razorpay_key_secret=SecretStr(RAZORPAY_KEY_SECRET),
-        razorpay_base_url=fake_razorpay.url,
-        stripe_api_key=SecretStr(STRIPE_API_KEY),
-        stripe_api_base=fake_stripe.url,
-        payment_policy=PaymentPolicy(),
+        fake_razorpay,
+        fake_stripe,
         order_update_timeout=timedelta(seconds=2),
     )
     api, manager = await start_api(settings)

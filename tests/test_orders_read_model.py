@@ -14,25 +14,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.order_facts import OrderFacts, SaveOrderInput
 from contracts.orders import OrderStatus
-from contracts.payment_policy import PaymentPolicy
 from db.models import Order
 from services.orders import read_model
-from tests.conftest import ADMIN_KEY, Api, auth, make_settings, start_api
+from tests.conftest import ADMIN_KEY, Api, auth
 from tests.factories import customer, eventually, item, now_iso, uid
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import (
-    RAZORPAY_KEY_ID,
-    RAZORPAY_KEY_SECRET,
     RAZORPAY_WEBHOOK_SECRET,
-    STRIPE_API_KEY,
-    STRIPE_WEBHOOK_SECRET,
     FakeRazorpay,
     FakeStripe,
 )
@@ -40,35 +34,6 @@ from worker import build_worker
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-async def order_api(
-    database_url: str,
-    dev_server: WorkflowEnvironment,
-    task_queue: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    fake_razorpay: FakeRazorpay,
-    fake_stripe: FakeStripe,
-) -> AsyncIterator[Api]:
-    settings = make_settings(
-        database_url,
-        dev_server.client.service_client.config.target_host,
-        task_queue,
-        razorpay_key_id=RAZORPAY_KEY_ID,
-        razorpay_key_secret=SecretStr(RAZORPAY_KEY_SECRET),
-        razorpay_webhook_secret=SecretStr(RAZORPAY_WEBHOOK_SECRET),
-        razorpay_base_url=fake_razorpay.url,
-        stripe_api_key=SecretStr(STRIPE_API_KEY),
-        stripe_webhook_secret=SecretStr(STRIPE_WEBHOOK_SECRET),
-        stripe_api_base=fake_stripe.url,
-        payment_policy=PaymentPolicy(),
-    )
-    api, manager = await start_api(settings)
-    async with build_worker(dev_server.client, task_queue, sessionmaker, settings):
-        yield api
-    await api.http.aclose()
-    await manager.__aexit__(None, None, None)
 
 
 async def _place(api: Api, payment_type: str, currency: str, total: str, **data: Any) -> str:
