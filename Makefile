@@ -29,11 +29,13 @@ typecheck: $(STAMP)
 
 # pytest exits 5 when it collects nothing; make treats that as the failure it is.
 # Two workers, each with its own database, Temporal dev server and fake providers; a file's
-# tests stay on one worker. Most slow tests wait on timers and processes, so this halves
-# the run on 2 CPUs. PYTEST_WORKERS=0 runs them in one process.
+# tests stay on one worker. The longest files go first (tests/conftest.py): xdist would
+# otherwise sort files by how many tests they hold and start the long single-test ones
+# last, leaving one worker busy while the other idles. Most slow tests wait on timers and
+# processes, so this halves the run on 2 CPUs. PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The long runs: more journeys and kills, a one-minute Temporal outage, Temporal SIGKILLed
 # six times under load, a one-minute PostgreSQL hang, a back-in-stock fan-out to 5,000
