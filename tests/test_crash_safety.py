@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -335,7 +336,7 @@ def _env(
         SUTRA_RAZORPAY_KEY_SECRET=RAZORPAY_KEY_SECRET,
         SUTRA_RAZORPAY_WEBHOOK_SECRET=RAZORPAY_WEBHOOK_SECRET,
         SUTRA_RAZORPAY_BASE_URL=razorpay.url,
-        SUTRA_PROVIDER_TIMEOUT="PT2S",
+        SUTRA_PROVIDER_TIMEOUT="PT5S",
         SUTRA_SEND_CONFIRMATION_GRACE="PT15S",
         SUTRA_FREQUENCY_CAP="PT1S",
         SUTRA_LOG_LEVEL="INFO",  # "send of … was cut off; provider has it: …" in worker.log
@@ -526,6 +527,11 @@ async def _replays(temporal: Client, workflow_ids_: list[str], folder: Path) -> 
     assert not broken, "\n".join(broken)
 
 
+def _wall(monotonic: float) -> datetime:
+    """A fake's ``time.monotonic()`` stamp as the wall-clock time the ledger uses."""
+    return datetime.now(UTC) - timedelta(seconds=time.monotonic() - monotonic)
+
+
 def _mismatches(rows: list[dict[str, Any]], twilio: FakeTwilio, sendgrid: FakeSendGrid) -> str:
     """Per recipient, what the provider got that the ledger does not account for."""
     known = {r["provider_message_id"] for r in rows}
@@ -542,6 +548,18 @@ def _mismatches(rows: list[dict[str, Any]], twilio: FakeTwilio, sendgrid: FakeSe
                     f" sending={r['sending_started_at']:%H:%M:%S.%f}"
                     f" sent={r['sent_at']}"
                     for r in mine
+                )
+                + "\n  its texts: "
+                + "; ".join(
+                    f"{t.sid} {t.date_created:%H:%M:%S.%f} {t.body[:30]!r}"
+                    for t in list(twilio.messages)
+                    if t.to == text.to
+                )
+                + "\n  its calls: "
+                + "; ".join(
+                    f"{c.method} {c.status} at {_wall(c.at):%H:%M:%S.%f}"
+                    for c in list(twilio.calls)
+                    if c.to == text.to
                 )
             )
     for mail in list(sendgrid.requests):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.templating import renderer as renderer_module
 from services.templating.catalogue import BASE_CONTEXT
 from services.templating.renderer import Renderer, TemplateError
 from services.templating.samples import sample_context
@@ -106,6 +107,13 @@ PAYLOADS = [
 def secrets_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUTRA_SECRET_KEY", FAKE_SECRET)
     monkeypatch.setenv("SUTRA_TEST_OTHER_SECRET", OTHER_SECRET)
+
+
+@pytest.fixture(autouse=True)
+def short_render_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runaway payloads run until the render deadline: half a second proves it stops
+    them as well as the production 2 s does, and keeps the suite short."""
+    monkeypatch.setattr(renderer_module, "MAX_RENDER_SECONDS", 0.5)
 
 
 def _harmless(text: str, payload: str = "") -> None:
