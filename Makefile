@@ -47,7 +47,7 @@ SOAK_TESTS = tests/test_crash_safety.py tests/test_temporal_outage.py tests/test
 	tests/test_db_outage.py tests/test_db_hang.py tests/test_product_fanout.py \
 	tests/test_fanout_kill.py tests/test_sweep_kill.py tests/test_provider_storms.py \
 	tests/test_order_interleavings.py tests/test_extreme_timestamps.py tests/test_dated_inputs.py \
-	tests/test_fuzz_api.py tests/test_cart_journey_controls.py
+	tests/test_fuzz_api.py
 soak: $(STAMP)
 	SUTRA_SOAK=1 $(BIN)/pytest -q -s -p no:logging $(SOAK_TESTS)
 
