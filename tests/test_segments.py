@@ -216,7 +216,7 @@ async def test_members_show_key_attributes(api: Api, shoppers: dict[str, str]):
     segment = (await create(api, of_run(shoppers["run"], condition))).json()
 
     # The first page may hold nobody: it scans at most SCAN_BUDGET of the shop's customers.
-    pages = []
+    pages: list[dict[str, Any]] = []
     cursor = None
     while not pages or cursor:
         query = f"?cursor={cursor}" if cursor else ""
