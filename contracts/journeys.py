@@ -135,7 +135,8 @@ NOT_CONTROLLABLE = "journey_not_controllable"
 
 
 class JourneyControl(BaseModel):
-    """Update ``journey_control``: ops pause, resume or end one running journey."""
+    """Signal ``journey_control_requested`` (once update ``journey_control``): ops pause,
+    resume or end one running journey."""
 
     action: Literal["pause", "resume", "end"]
     by: str | None = None  # the API key's name, set by the API
@@ -157,6 +158,21 @@ def control_refusal(journey: JourneyState | None, running: bool, action: str) ->
     if not running or journey.exit_reason is not None:
         return f"the journey has ended ({journey.exit_reason or 'ended'})"
     return None
+
+
+def apply_control(journey: JourneyState | None, running: bool, request: JourneyControl) -> bool:
+    """Ops' control, by signal: what the update did, less its answer (the API reads the
+    state for that). A control the journey cannot take now changes nothing. True when the
+    journey's pause flag changed, so its search attributes must be published."""
+    if journey is None or control_refusal(journey, running, request.action) is not None:
+        return False
+    if request.action == "end":
+        journey.ended_by = journey.ended_by or request.by or "ops"
+        return False
+    paused = request.action == "pause"
+    changed = journey.paused != paused
+    journey.paused = paused
+    return changed
 
 
 def control_status(journey: JourneyState, running: bool) -> JourneyControlResult:

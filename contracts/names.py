@@ -25,6 +25,9 @@ EVENT_SIGNAL = "event"
 MESSAGE_STATUS_SIGNAL = "message_status"
 INBOUND_SIGNAL = "inbound_message"
 RULE_PAUSED_SIGNAL = "rule_paused"
+# Ops pause, resume or end one journey (services/journeys/controls.py). A signal since the
+# update below can strand a cached run next to a cold worker's query (sdk-python#1591).
+JOURNEY_CONTROL_SIGNAL = "journey_control_requested"
 
 # --- queries --------------------------------------------------------------------------------
 
@@ -34,5 +37,6 @@ STATE_QUERY = "state"
 # --- updates --------------------------------------------------------------------------------
 
 TRANSITION_UPDATE = "transition"
-# Ops pause, resume or end one journey (cart and lifecycle workflows).
+# Ops paused, resumed or ended a journey this way before JOURNEY_CONTROL_SIGNAL; the cart
+# and lifecycle workflows keep the handler for the runs that took one.
 JOURNEY_CONTROL_UPDATE = "journey_control"

@@ -68,7 +68,7 @@ from db.models import (
 )
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
-from services.journeys import admission, rules
+from services.journeys import admission, controls, rules
 from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
@@ -965,7 +965,11 @@ async def lifecycle_held_out_ended_by_order(shop: Recorder) -> None:
 # --- running them -------------------------------------------------------------------------
 
 
+Control = Callable[["Recorder", str, str], Awaitable[JourneyControlResult]]
+
+
 async def _control(shop: Recorder, workflow_id: str, action: str) -> JourneyControlResult:
+    """Ops' control as the first release sent it: the ``journey_control`` update."""
     handle = shop.env.client.get_workflow_handle(workflow_id)
     return await handle.execute_update(
         JOURNEY_CONTROL_UPDATE,
@@ -974,11 +978,34 @@ async def _control(shop: Recorder, workflow_id: str, action: str) -> JourneyCont
     )
 
 
+async def _signalled(shop: Recorder, workflow_id: str, action: str) -> JourneyControlResult:
+    """Ops' control as the API sends it now: the signal, then reads until it shows."""
+    done = await controls.control(
+        shop.env.client,
+        workflow_id,
+        action,  # type: ignore[arg-type]
+        by="record_histories",
+        rpc_timeout=timedelta(seconds=30),
+    )
+    return done.result
+
+
 @scenario("cart_paused_resumed_ended_by_ops")
 async def cart_paused_resumed_ended_by_ops(shop: Recorder) -> None:
     """The default rule (with RuleVersion beside RuleId): the 1 h reminder, then ops pause
-    the journey; the 24 h step falls due while paused and goes out once resumed at 30 h;
-    then ops end the journey (``ended_by_ops``) and the idle cart expires after 30 days."""
+    the journey by update; the 24 h step falls due while paused and goes out once resumed
+    at 30 h; then ops end the journey (``ended_by_ops``) and the idle cart expires after 30
+    days."""
+    await _cart_controlled(shop, _control, "cart_paused_resumed_ended_by_ops")
+
+
+@scenario("cart_controlled_by_signal")
+async def cart_controlled_by_signal(shop: Recorder) -> None:
+    """The same, with ops' pause, resume and end sent as the signal."""
+    await _cart_controlled(shop, _signalled, "cart_controlled_by_signal")
+
+
+async def _cart_controlled(shop: Recorder, _control: Control, name: str) -> None:
     customer_id = await _reachable_customer(shop)
     rule_id = await shop.rule([customer_id], _default_cart_rule())
     await shop.at_local(10)
@@ -996,14 +1023,25 @@ async def cart_paused_resumed_ended_by_ops(shop: Recorder) -> None:
     result = await shop.finish(workflow_id)
     assert result["status"] == "expired", result
     assert len(await shop.cart_messages(cart_id)) == 2
-    await shop.keep("cart_paused_resumed_ended_by_ops", workflow_id)
+    await shop.keep(name, workflow_id)
     await shop.archive(rule_id)
 
 
 @scenario("lifecycle_paused_resumed_ended_by_ops")
 async def lifecycle_paused_resumed_ended_by_ops(shop: Recorder) -> None:
-    """A welcome series (with RuleVersion beside RuleId): the first email, a pause during
-    the two-day wait, the second email once resumed on day 3, then ended by ops."""
+    """A welcome series (with RuleVersion beside RuleId): the first email, a pause (by
+    update) during the two-day wait, the second email once resumed on day 3, then ended by
+    ops."""
+    await _lifecycle_controlled(shop, _control, "lifecycle_paused_resumed_ended_by_ops")
+
+
+@scenario("lifecycle_controlled_by_signal")
+async def lifecycle_controlled_by_signal(shop: Recorder) -> None:
+    """The same, with ops' pause, resume and end sent as the signal."""
+    await _lifecycle_controlled(shop, _signalled, "lifecycle_controlled_by_signal")
+
+
+async def _lifecycle_controlled(shop: Recorder, _control: Control, name: str) -> None:
     customer_id = uid("c")
     rule_id = await shop.rule([customer_id], WELCOME)
     await shop.at_local(10)
@@ -1027,7 +1065,7 @@ async def lifecycle_paused_resumed_ended_by_ops(shop: Recorder) -> None:
     result = await shop.finish(workflow_id)
     assert (result["status"], result["exit_reason"]) == ("ended", "ended_by_ops"), result
     assert len(result["journey"]["sent"]) == 2, result
-    await shop.keep("lifecycle_paused_resumed_ended_by_ops", workflow_id)
+    await shop.keep(name, workflow_id)
     await shop.archive(rule_id)
 
 

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyControlResult,
         JourneyState,
         RulePaused,
+        apply_control,
         control_refusal,
         control_status,
     )
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         CART_WORKFLOW,
         EVENT_SIGNAL,
         INBOUND_SIGNAL,
+        JOURNEY_CONTROL_SIGNAL,
         JOURNEY_CONTROL_UPDATE,
         MESSAGE_STATUS_SIGNAL,
         RULE_PAUSED_SIGNAL,
@@ -124,6 +126,12 @@ class CartWorkflow:
     @workflow.query(name=STATE_QUERY)
     def state(self) -> CartState:
         return self._state
+
+    @workflow.signal(name=JOURNEY_CONTROL_SIGNAL)
+    def control_requested(self, request: JourneyControl) -> None:
+        """Ops pause, resume or end this cart's journey (the cart itself goes on)."""
+        if apply_control(self._state.journey, self._state.journey_status == "running", request):
+            self._publish()
 
     @workflow.update(name=JOURNEY_CONTROL_UPDATE)
     async def control(self, request: JourneyControl) -> JourneyControlResult:

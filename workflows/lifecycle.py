@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyControlResult,
         JourneyState,
         RulePaused,
+        apply_control,
         control_refusal,
         control_status,
     )
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import MessageStatusUpdate
     from contracts.names import (
         EVENT_SIGNAL,
+        JOURNEY_CONTROL_SIGNAL,
         JOURNEY_CONTROL_UPDATE,
         LIFECYCLE_WORKFLOW,
         MESSAGE_STATUS_SIGNAL,
@@ -112,6 +114,13 @@ class LifecycleJourneyWorkflow:
     @workflow.query(name=STATE_QUERY)
     def state(self) -> LifecycleState:
         return self._state
+
+    @workflow.signal(name=JOURNEY_CONTROL_SIGNAL)
+    def control_requested(self, request: JourneyControl) -> None:
+        """Ops pause, resume or end this journey."""
+        running = self._state.status == "running" and not self._exited
+        if apply_control(self._state.journey, running, request):
+            self._publish()
 
     @workflow.update(name=JOURNEY_CONTROL_UPDATE)
     async def control(self, request: JourneyControl) -> JourneyControlResult:

@@ -1,5 +1,13 @@
 """Ops steering one journey: pause, resume or end it, through the journey workflow's
-``journey_control`` update (workflows/cart.py, workflows/lifecycle.py).
+``journey_control_requested`` signal (workflows/cart.py, workflows/lifecycle.py), then
+reading its state until the control shows.
+
+A signal, not an update: on a worker that caches workflows, an update accepted next to a
+cold worker's query can leave a history no code replays (temporalio/sdk-python#1591; the
+orders, which need their update's answer, run on cache-free workers instead). The refusal
+an update's validator gave is worked out here from the same state, by the same function
+(``contracts.journeys.control_refusal``), and the workflow applies a signal only if it
+still can: a journey that ended in between simply answers "ended".
 
 A paused journey sends nothing until resumed. Its waits keep their clock: time paused
 counts, and a step that fell due during the pause goes out once resumed (one step: the
@@ -13,6 +21,8 @@ same; anything else a journey cannot do now is a 409 saying why.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -21,23 +31,26 @@ from temporalio.client import (
     Client,
     WorkflowHandle,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from contracts.carts import CartState
 from contracts.errors import Conflict, NotFound, ServiceUnavailable
 from contracts.journeys import (
     ENDED_BY_OPS,
-    NOT_CONTROLLABLE,
     JourneyControl,
     JourneyControlResult,
+    JourneyState,
+    control_refusal,
+    control_status,
 )
-from contracts.names import CART_WORKFLOW, JOURNEY_CONTROL_UPDATE, LIFECYCLE_WORKFLOW, STATE_QUERY
+from contracts.lifecycle import LifecycleState
+from contracts.names import CART_WORKFLOW, JOURNEY_CONTROL_SIGNAL, LIFECYCLE_WORKFLOW, STATE_QUERY
 
 Action = Literal["pause", "resume", "end"]
 JOURNEY_TYPES = frozenset({CART_WORKFLOW, LIFECYCLE_WORKFLOW})
+_READ = timedelta(seconds=10)  # one state read
+_POLL = 0.05  # between reads while the control is on its way
 
 
 @dataclass(frozen=True)
@@ -75,29 +88,57 @@ async def control(
             workflow_type=kind,
         )
     try:
-        result = await handle.execute_update(
-            JOURNEY_CONTROL_UPDATE,
-            JourneyControl(action=action, by=by),
-            result_type=JourneyControlResult,
-            rpc_timeout=rpc_timeout,
+        journey, running = await _journey(handle, kind)
+        refusal = control_refusal(journey, running, action)
+        if refusal is not None:
+            raise Conflict(f"{workflow_id}: {refusal}", workflow_type=kind)
+        await handle.signal(
+            JOURNEY_CONTROL_SIGNAL, JourneyControl(action=action, by=by), rpc_timeout=rpc_timeout
         )
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        waited = int(rpc_timeout.total_seconds())
-        raise ServiceUnavailable(
-            f"no worker answered within {waited} s; the {action} may still take effect when"
-            f" they run: it is safe to ask again",
-            headers={"Retry-After": str(max(1, min(waited, 30)))},
-        ) from exc
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == NOT_CONTROLLABLE:
-            raise Conflict(f"{workflow_id}: {cause.message}", workflow_type=kind) from exc
-        raise ServiceUnavailable(f"the journey workflow failed the {action}: {exc}") from exc
+        result = await _until_shown(handle, kind, action, rpc_timeout)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # it closed meanwhile
             raise Conflict(f"{workflow_id} has closed", workflow_type=kind) from exc
         raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
+    if result is None:
+        waited = int(rpc_timeout.total_seconds())
+        raise ServiceUnavailable(
+            f"no worker showed the {action} within {waited} s; it takes effect when they run:"
+            " it is safe to ask again",
+            headers={"Retry-After": str(max(1, min(waited, 30)))},
+        )
     return Controlled(workflow_id, description.run_id, kind, result)
+
+
+async def _journey(handle: WorkflowHandle[Any, Any], kind: str) -> tuple[JourneyState | None, bool]:
+    """The journey's state as its workflow reports it, and whether it is running."""
+    try:
+        if kind == CART_WORKFLOW:
+            cart = await handle.query(STATE_QUERY, result_type=CartState, rpc_timeout=_READ)
+            return cart.journey, cart.journey_status == "running"
+        life = await handle.query(STATE_QUERY, result_type=LifecycleState, rpc_timeout=_READ)
+    except WorkflowQueryFailedError as exc:
+        raise ServiceUnavailable(f"the journey workflow could not say its state: {exc}") from exc
+    running = life.status == "running" and life.exit_reason is None
+    return life.journey, running
+
+
+async def _until_shown(
+    handle: WorkflowHandle[Any, Any], kind: str, action: Action, within: timedelta
+) -> JourneyControlResult | None:
+    """The journey's status once its state shows the control (or that it ended), None if
+    it does not within ``within``."""
+    deadline = time.monotonic() + within.total_seconds()
+    while True:
+        journey, running = await _journey(handle, kind)
+        assert journey is not None  # it had one when the control was sent
+        result = control_status(journey, running)
+        wanted = {"pause": "paused", "resume": "running", "end": "ended"}[action]
+        if result.status in (wanted, "ended"):
+            return result
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(_POLL)
 
 
 async def _ended_by_ops(handle: WorkflowHandle[Any, Any]) -> bool:
