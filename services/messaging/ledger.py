@@ -221,6 +221,14 @@ async def reconcile(
         settle = settings.provider_timeout * 3
         waited = now - (call.call_at or started)
         if receipt is None and not call.answered and waited < settle:
+            log.info(
+                "send of %s was cut off %.1f s after its call; not at %s yet, looking again"
+                " in %.1f s",
+                message_id,
+                waited.total_seconds(),
+                adapter.provider,
+                (settle - waited).total_seconds(),
+            )
             await asyncio.sleep((settle - waited).total_seconds())
             with metrics.provider_call(adapter.provider, "look_up", _look_up_error):
                 receipt = await adapter.find_sent(outgoing, since=started)
