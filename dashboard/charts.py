@@ -12,7 +12,7 @@ from services.analytics.period import Period
 
 # One restrained palette: ink blue first, then teal, amber, slate (contrast >= 3:1 on white).
 PALETTE = ("#2f4b7c", "#1b8a7a", "#c27c0e", "#6b7280", "#9c4668")
-CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
+CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp", "none": "No channel"}
 
 
 def _labels(period: Period, formats: Formats) -> list[str]:

@@ -38,6 +38,7 @@ from services.platform.api_keys import authenticate
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
+STEP_STATUSES = [(s, s.capitalize()) for s in pages.STATUSES]
 REASONS = {
     "expired": "Your session has expired. Sign in again.",
     "revoked": "The key this session used was revoked. Sign in with another key.",
@@ -266,6 +267,7 @@ async def rule_page(request: Request, rule_id: str, session: DbSession, who: Rea
             period=span,
             stages=stages,
             funnel_chart=charts.funnel_chart(stages),
+            statuses=STEP_STATUSES,
             variant_charts=[charts.variants_chart(e) for e in data["figures"]["experiments"]],
             channel_names=charts.CHANNEL_NAMES,
         ),

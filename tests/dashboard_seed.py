@@ -1,6 +1,12 @@
 """A known shop history for the dashboard tests: one split cart rule whose journeys,
-messages and attributed orders are written as the engine writes them, payment links,
-and (through the API) a customer with a cart and an order."""
+messages and attributed orders are written as the engine writes them; a welcome rule
+holding half its journeys out, whose treated journeys convert more and whose messages
+were all held back (suppressed, so the overview's sent figures stay the cart rule's);
+payment links; and (through the API) a customer with a cart and an order.
+
+``seed(..., at=...)`` writes the same history into another month: the browser test
+seeds June 2023, tests/test_dashboard.py August, so that the shop-wide figures of each
+are exactly what its test seeded when both run against one database."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.experiments import AssignVariantInput
 from contracts.rules import RuleDefinition
-from db.models import Attribution, JourneyEntry, Message, PaymentLink
+from db.models import Attribution, JourneyEntry, JourneyOrder, Message, PaymentLink
 from services.journeys import experiments, rules
 from tests.factories import customer, item, uid
 from tests.test_split_assignment import split_rule
@@ -22,12 +28,16 @@ from tests.test_split_assignment import split_rule
 # for it are exactly what this module seeds, whatever else the test database holds.
 YESTERDAY = datetime(2023, 6, 14, 9, 0, tzinfo=UTC)
 PERIOD = {"from": "2023-06-01", "to": "2023-06-30"}
+# tests/test_dashboard.py's month, which no other test writes into either.
+AUGUST = datetime(2023, 8, 14, 9, 0, tzinfo=UTC)
+AUGUST_PERIOD = {"from": "2023-08-01", "to": "2023-08-31"}
 
 
 @dataclass
 class Seeded:
     rule_id: str
     customer_id: str
+    lift_rule_id: str = ""
     # What the overview must show, in PKR.
     attributed: Decimal = Decimal("16500")
     shop_revenue: Decimal = Decimal("20000")
@@ -37,6 +47,10 @@ class Seeded:
     orders: list[tuple[str, str, Decimal]] = field(default_factory=list)  # attributed
 
 
+# The welcome rule's journeys: (held out, journeys, converted), each conversion PKR 2,000.
+LIFT_GROUPS = [(False, 40, 14), (True, 40, 6)]
+# Its treated journeys' messages never sent: (channel, reason) for the first three.
+HELD_BACK = [(None, "consent"), (None, "consent"), ("email", "frequency_cap")]
 # variant, converted (revenue), message status
 JOURNEYS: list[tuple[str, Decimal | None, str]] = [
     ("a", Decimal("9000"), "opened"),
@@ -81,7 +95,22 @@ def events(seeded: Seeded) -> list[dict[str, Any]]:
     return [cart, *orders]
 
 
-async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str) -> Seeded:
+def welcome_rule() -> RuleDefinition:
+    return RuleDefinition.model_validate(
+        {
+            "name": "Welcome",
+            "trigger": {"event": "customer.created"},
+            # Active, but no customer of another test enters it: tests share the database.
+            "conditions": {"field": "customer.id", "op": "eq", "value": uid("nobody")},
+            "steps": [{"send": {"channels": ["email"], "template": "welcome"}}],
+            "holdout_percent": 50,
+        }
+    )
+
+
+async def seed(
+    sessionmaker: async_sessionmaker[AsyncSession], customer_id: str, at: datetime = YESTERDAY
+) -> Seeded:
     definition = RuleDefinition.model_validate(split_rule(uid("nobody")) | {"name": "Cart rescue"})
     async with sessionmaker() as session, session.begin():
         rule, _ = await rules.create(
@@ -100,8 +129,8 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                     workflow_id=workflow_id,
                     cart_id=cart,
                     variant=variant,
-                    entered_at=YESTERDAY,
-                    exited_at=YESTERDAY if revenue else None,
+                    entered_at=at,
+                    exited_at=at if revenue else None,
                     exit_reason="converted" if revenue else None,
                 )
             )
@@ -140,11 +169,11 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                 workflow_id=workflow_id,
                 cart_id=cart,
                 details={"variant": variant},
-                sent_at=YESTERDAY,
-                delivered_at=YESTERDAY if reached else None,
-                opened_at=YESTERDAY if status in ("opened", "clicked") else None,
-                clicked_at=YESTERDAY if status == "clicked" else None,
-                created_at=YESTERDAY + timedelta(minutes=n),
+                sent_at=at,
+                delivered_at=at if reached else None,
+                opened_at=at if status in ("opened", "clicked") else None,
+                clicked_at=at if status == "clicked" else None,
+                created_at=at + timedelta(minutes=n),
             )
             session.add(message)
             seeded.sent[channel] = seeded.sent.get(channel, 0) + 1
@@ -166,7 +195,7 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                         revenue=revenue,
                         currency="PKR",
                         discount=revenue / 20,
-                        ordered_at=YESTERDAY + timedelta(hours=2),
+                        ordered_at=at + timedelta(hours=2),
                     )
                 )
         for n, (purpose, amount, paid_after) in enumerate(
@@ -185,9 +214,66 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                     amount=amount,
                     currency="PKR",
                     status="paid" if paid_after else "created",
-                    expire_at=YESTERDAY + timedelta(days=2),
-                    created_at=YESTERDAY + timedelta(minutes=n),
-                    paid_at=YESTERDAY + timedelta(minutes=n) + paid_after if paid_after else None,
+                    expire_at=at + timedelta(days=2),
+                    created_at=at + timedelta(minutes=n),
+                    paid_at=at + timedelta(minutes=n) + paid_after if paid_after else None,
                 )
             )
+        seeded.lift_rule_id = await _welcome(session, at)
     return seeded
+
+
+async def _welcome(session: AsyncSession, at: datetime) -> str:
+    """The welcome rule's journeys, treated and held out, and their goal orders."""
+    rule, _ = await rules.create(
+        session, welcome_rule(), rules.Actor(key_id=None, name="tests"), status="active"
+    )
+    for holdout, journeys, converted in LIFT_GROUPS:
+        for n in range(journeys):
+            who = uid("c_welcome")
+            workflow_id = f"journey/{rule.id}/{who}"
+            entry = JourneyEntry(
+                rule_id=rule.id,
+                rule_version=1,
+                customer_id=who,
+                workflow_id=workflow_id,
+                run_id="run",
+                holdout=holdout,
+                entered_at=at,
+                exited_at=at + timedelta(hours=1),
+                exit_reason="completed",
+            )
+            session.add(entry)
+            await session.flush()
+            if n < converted:
+                session.add(
+                    JourneyOrder(
+                        entry_id=entry.id,
+                        order_id=uid("ord"),
+                        customer_id=who,
+                        revenue=Decimal("2000"),
+                        currency="PKR",
+                        ordered_at=at + timedelta(hours=3),
+                        converted=True,
+                    )
+                )
+            if not holdout and n < len(HELD_BACK):
+                channel, reason = HELD_BACK[n]
+                session.add(
+                    Message(
+                        key=f"{workflow_id}/0",
+                        customer_id=who,
+                        channel=channel,
+                        template="welcome",
+                        kind="marketing",
+                        status="suppressed",
+                        reason=f"held back: {reason}",
+                        rule_id=rule.id,
+                        rule_version=1,
+                        step="0",
+                        workflow_id=workflow_id,
+                        details={"suppressed": reason},
+                        created_at=at + timedelta(minutes=n),
+                    )
+                )
+    return rule.id

@@ -181,6 +181,9 @@ class Shown(Formats):
     def duration(self, seconds: float | None) -> str:
         return super().duration(seconds).replace("\xa0", " ")
 
+    def points(self, value: float | None, digits: int = 1) -> str:
+        return super().points(value, digits).replace("\xa0", " ")
+
 
 async def test_every_page_shows_the_figures_the_api_answers_with(
     server: Server,
@@ -249,7 +252,34 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     for variant in variants:
         cells = table.find_element(By.CSS_SELECTOR, f'tr[data-variant="{variant["variant"]}"]')
         assert figure(browser, "entered", cells)[1] == f.number(variant["entered"])
+    steps = browser.find_element(By.ID, "steps-table")
+    for variant in variants:
+        for step in variant["steps"]:
+            for channel, counts in step["channels"].items():
+                cells = steps.find_element(
+                    By.CSS_SELECTOR, f'tr[data-step="{step["step"]}"][data-channel="{channel}"]'
+                )
+                for status in ("sent", "delivered", "opened", "clicked", "bounced", "failed"):
+                    assert figure(browser, status, cells)[1] == f.number(counts[status])
     screenshot(browser, "rule")
+
+    # The welcome rule: its holdout lift, as GET /v1/analytics/rules/{id}/lift answers.
+    [lift] = _api(server, f"/v1/analytics/rules/{data.lift_rule_id}/lift?{QUERY}")["versions"]
+    browser.get(f"{base}/dashboard/rules/{data.lift_rule_id}?{QUERY}")
+    cells = browser.find_element(By.CSS_SELECTOR, '#lift-table tr[data-version="1"]')
+    for group in ("treated", "held_out"):
+        rate = lift[group]["conversion_rate"]
+        assert figure(browser, f"{group}_rate", cells)[1] == f.percent(rate)
+    assert figure(browser, "absolute_lift", cells)[1] == f.points(lift["absolute_lift"])
+    for end in ("low", "high"):
+        shown_end = figure(browser, f"absolute_lift_{end}", cells)[1]
+        assert shown_end == f.points(lift["absolute_lift_ci"][end])
+    assert figure(browser, "incremental_revenue", cells)[1] == f.money(
+        lift["incremental_revenue"]["PKR"], "PKR"
+    )
+    held_back = browser.find_element(By.CSS_SELECTOR, '#steps-table tr[data-channel="none"]')
+    assert figure(browser, "suppressed-consent", held_back)[1] == "2"
+    screenshot(browser, "rule-lift")
 
     # Payments, from the payment ledger.
     browser.get(f"{base}/dashboard/payments?{QUERY}")
