@@ -1,8 +1,8 @@
 """What each page shows, fetched in one function per page from the same service functions
 the API answers with, so a page and its endpoint cannot disagree.
 
-When richer services land (the payments analytics, the customer journeys service), each
-page changes here and nowhere else.
+When richer services land (the customer journeys service, say), each page changes here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from contracts import search_attributes as sa
 from contracts.errors import ServiceUnavailable
 from contracts.rules import RuleDefinition, WaitStep, send_steps
 from services.analytics import lift
+from services.analytics import payments as payment_figures
 from services.analytics.collections import payment_collections
 from services.analytics.overview import overview as shop_overview
 from services.analytics.period import Period
@@ -79,7 +80,15 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
 
 
 async def payments(session: AsyncSession, period: Period) -> dict[str, Any]:
-    return await payment_collections(session, period)
+    """What the payment links collected (the payment ledger), and GET
+    /v1/analytics/payments' figures at its default ``min_orders``: orders, cancellations,
+    RTO and revenue by payment type, and the ten worst cities and postal codes by RTO."""
+    return {
+        "collections": await payment_collections(session, period),
+        "analytics": await payment_figures.payments(
+            session, period, min_orders=payment_figures.MIN_PLACE_ORDERS
+        ),
+    }
 
 
 def totals(figures: dict[str, Any]) -> dict[str, Any]:

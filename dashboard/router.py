@@ -278,6 +278,7 @@ async def rule_page(request: Request, rule_id: str, session: DbSession, who: Rea
 async def payments(request: Request, session: DbSession, who: Reader) -> Response:
     span = _period(request)
     figures = await pages.payments(session, span)
+    links, analytics = figures["collections"], figures["analytics"]
     return render(
         request,
         "payments.html",
@@ -285,8 +286,11 @@ async def payments(request: Request, session: DbSession, who: Reader) -> Respons
             who,
             "payments",
             period=span,
-            p=figures,
-            links_chart=charts.collections_chart(figures, span, _formats(request)),
+            p=links,
+            a=analytics,
+            links_chart=charts.collections_chart(links, span, _formats(request)),
+            rto_chart=charts.rto_chart(analytics["payment_types"]),
+            payment_type_names=charts.PAYMENT_TYPE_NAMES,
         ),
     )
 

@@ -2,7 +2,8 @@
 messages and attributed orders are written as the engine writes them; a welcome rule
 holding half its journeys out, whose treated journeys convert more and whose messages
 were all held back (suppressed, so the overview's sent figures stay the cart rule's);
-payment links; and (through the API) a customer with a cart and an order.
+payment links; orders in the orders read model in three cities; and (through the API) a
+customer with a cart and an order.
 
 ``seed(..., at=...)`` writes the same history into another month: the browser test
 seeds June 2023, tests/test_dashboard.py August, so that the shop-wide figures of each
@@ -18,9 +19,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.experiments import AssignVariantInput
+from contracts.order_facts import OrderFacts, SaveOrderInput
 from contracts.rules import RuleDefinition
 from db.models import Attribution, JourneyEntry, JourneyOrder, Message, PaymentLink
 from services.journeys import experiments, rules
+from services.orders import read_model
 from tests.factories import customer, item, uid
 from tests.test_split_assignment import split_rule
 
@@ -51,6 +54,20 @@ class Seeded:
 LIFT_GROUPS = [(False, 40, 14), (True, 40, 6)]
 # Its treated journeys' messages never sent: (channel, reason) for the first three.
 HELD_BACK = [(None, "consent"), (None, "consent"), ("email", "frequency_cap")]
+# Orders placed in the month: (city, postal code, payment type, status, how many), 1,000
+# PKR each. Karachi and Lahore have the 20 delivered-or-returned parcels a place needs to
+# be ranked (MIN_PLACE_ORDERS); Islamabad does not.
+ORDERS = [
+    ("Karachi", "74000", "cod", "delivered", 12),
+    ("Karachi", "74000", "cod", "rto", 6),
+    ("Karachi", "74000", "prepaid", "delivered", 4),
+    ("Lahore", "54000", "partial_cod", "delivered", 10),
+    ("Lahore", "54000", "partial_cod", "rto", 2),
+    ("Lahore", "54000", "prepaid", "delivered", 8),
+    ("Lahore", "54000", "prepaid", "cancelled", 1),
+    ("Islamabad", "44000", "cod", "rto", 3),
+]
+
 # variant, converted (revenue), message status
 JOURNEYS: list[tuple[str, Decimal | None, str]] = [
     ("a", Decimal("9000"), "opened"),
@@ -220,6 +237,7 @@ async def seed(
                 )
             )
         seeded.lift_rule_id = await _welcome(session, at)
+        await _orders(session, at)
     return seeded
 
 
@@ -277,3 +295,29 @@ async def _welcome(session: AsyncSession, at: datetime) -> str:
                     )
                 )
     return rule.id
+
+
+async def _orders(session: AsyncSession, at: datetime) -> None:
+    """The month's orders, as the order workflow writes them to the read model."""
+    for city, postal_code, payment_type, status, count in ORDERS:
+        for n in range(count):
+            placed = at + timedelta(minutes=n)
+            later = placed + timedelta(days=2)
+            facts = OrderFacts(
+                order_id=uid("ord"),
+                customer_id=uid("c"),
+                payment_type=payment_type,
+                placed_payment_type=payment_type,
+                status=status,
+                payment_status="fully_paid" if payment_type == "prepaid" else "pending",
+                currency="PKR",
+                total=Decimal("1000.00"),
+                city=city,
+                postal_code=postal_code,
+                placed_at=placed,
+                cancelled_at=later if status == "cancelled" else None,
+                delivered_at=later if status in ("delivered", "rto") else None,
+                rto_at=later + timedelta(days=1) if status == "rto" else None,
+            )
+            written = SaveOrderInput(facts=facts, version=1, updated_at=placed)
+            assert await read_model.save(session, written)

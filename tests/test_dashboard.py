@@ -2,8 +2,8 @@
 what the cookie carries and how it is flagged, CSRF on both forms, the page a key without
 the scope gets, and a revoked key's session ending at its next page. And, over a known
 history (tests/dashboard_seed.py, in August 2023), the rule page's per-step figures and
-holdout lift: each cell what the endpoint the page stands for answers for the same
-period."""
+holdout lift and the payments page's figures by payment type and worst places: each cell
+what the endpoint the page stands for answers for the same period."""
 
 from __future__ import annotations
 
@@ -443,3 +443,44 @@ async def test_the_rule_page_shows_the_apis_holdout_lift(
     # A rule without a holdout has no lift section.
     cart = parse(await browser.get(f"/dashboard/rules/{august.rule_id}?{QUERY}"))
     assert not cart.find_all(id="lift")
+
+
+async def test_the_payments_page_shows_the_apis_figures_by_type_and_worst_places(
+    api: Api, browser: httpx.AsyncClient, august: Seeded
+):
+    f = _formats(api)
+    answer = await api.get(f"/v1/analytics/payments?{QUERY}")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    page = parse(await browser.get(f"/dashboard/payments?{QUERY}"))
+
+    table = page.one("table", id="payment-types-table")
+    assert [r.attrs["data-payment-type"] for r in table.find_all("tr") if r.attrs] == [
+        t["payment_type"] for t in body["payment_types"]
+    ]
+    for kind in body["payment_types"]:
+        row = table.one("tr", data_payment_type=kind["payment_type"])
+        for name in ("orders", "cancelled", "delivered", "rto"):
+            assert row.figure(name) == (str(kind[name]), f.number(kind[name]))
+        for name in ("cancellation_rate", "rto_rate"):
+            assert row.figure(name) == (_rate(kind[name]), f.percent(kind[name]))
+        for name in ("revenue", "net_revenue"):
+            assert row.figure(name)[1] == _money(f, kind[name])
+    for section, key in (("rto_by_city", "city"), ("rto_by_postal_code", "postal_code")):
+        places = page.one("table", id=f"rto-by-{key}")
+        rows = [r for r in places.find_all("tr") if "data-place" in r.attrs]
+        assert [r.attrs["data-place"] for r in rows] == [p["place"] for p in body[section]]
+        for place, row in zip(body[section], rows, strict=True):
+            for name in ("delivered_or_rto", "rto"):
+                assert row.figure(name) == (str(place[name]), f.number(place[name]))
+            assert row.figure("rto_rate") == (str(place["rto_rate"]), f.percent(place["rto_rate"]))
+
+    # What the seed wrote: COD returns most; Islamabad has too few parcels to rank.
+    cod = table.one("tr", data_payment_type="cod")
+    assert cod.figure("rto_rate")[1] == f.percent(9 / 21)
+    assert cod.figure("revenue")[1] == "PKR\u00a021,000.00"
+    assert [p["place"] for p in body["rto_by_city"]] == ["Karachi", "Lahore"]
+    assert [p["place"] for p in body["rto_by_postal_code"]] == ["74000", "54000"]
+    # And what the page showed before: the payment links' collection.
+    upfront = page.one("article", data_purpose="upfront")
+    assert upfront.figure("paid_rate") == ("0.5", "50.0%")

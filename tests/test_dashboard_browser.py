@@ -290,6 +290,21 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     prepaid = browser.find_element(By.CSS_SELECTOR, '[data-purpose="prepaid"]')
     assert figure(browser, "paid_rate", prepaid)[1] == "100.0%"
     assert figure(browser, "median", prepaid)[1] == f.duration(7200)
+    # And GET /v1/analytics/payments' figures: by payment type, and the worst places.
+    api_payments = _api(server, f"/v1/analytics/payments?{QUERY}")
+    for kind in api_payments["payment_types"]:
+        cells = browser.find_element(
+            By.CSS_SELECTOR, f'tr[data-payment-type="{kind["payment_type"]}"]'
+        )
+        assert figure(browser, "orders", cells)[1] == f.number(kind["orders"])
+        assert figure(browser, "rto_rate", cells)[1] == f.percent(kind["rto_rate"])
+    cities = browser.find_elements(By.CSS_SELECTOR, "#rto-by-city tr[data-place]")
+    assert [c.get_attribute("data-place") for c in cities] == [
+        p["place"] for p in api_payments["rto_by_city"]
+    ]
+    for place, cells in zip(api_payments["rto_by_city"], cities, strict=True):
+        assert figure(browser, "rto_rate", cells)[1] == f.percent(place["rto_rate"])
+    assert browser.find_element(By.CSS_SELECTOR, "canvas#rto").size["height"] > 100
     screenshot(browser, "payments")
 
     # The customer's journeys, as GET /v1/customers/{id}/journeys lists them.
