@@ -440,6 +440,15 @@ async def test_the_rule_page_shows_the_apis_holdout_lift(
     assert row.figure("incremental_revenue")[1] == _money(f, lift["incremental_revenue"])
     assert row.figure("absolute_lift")[1] == "+20.0\u00a0pts"
 
+    # Over a month none of its journeys entered in, the section stays and says so.
+    july = "from=2023-07-01&to=2023-07-31"
+    none = await api.get(f"/v1/analytics/rules/{august.lift_rule_id}/lift?{july}")
+    assert none.json()["versions"] == []
+    quiet = parse(await browser.get(f"/dashboard/rules/{august.lift_rule_id}?{july}"))
+    section = quiet.one("section", id="lift")
+    assert not section.find_all("table")
+    assert "No journey entered this rule in this period." in section.text()
+
     # A rule without a holdout has no lift section.
     cart = parse(await browser.get(f"/dashboard/rules/{august.rule_id}?{QUERY}"))
     assert not cart.find_all(id="lift")
