@@ -12,7 +12,8 @@ from services.analytics.period import Period
 
 # One restrained palette: ink blue first, then teal, amber, slate (contrast >= 3:1 on white).
 PALETTE = ("#2f4b7c", "#1b8a7a", "#c27c0e", "#6b7280", "#9c4668")
-CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
+CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp", "none": "No channel"}
+PAYMENT_TYPE_NAMES = {"cod": "COD", "partial_cod": "Partial COD", "prepaid": "Prepaid"}
 
 
 def _labels(period: Period, formats: Formats) -> list[str]:
@@ -77,5 +78,24 @@ def collections_chart(figures: dict[str, Any], period: Period, formats: Formats)
         "series": [
             {"label": "Links created", "data": figures["by_day"]["links"], "color": PALETTE[3]},
             {"label": "Paid", "data": figures["by_day"]["paid"], "color": PALETTE[1]},
+        ],
+    }
+
+
+def rto_chart(payment_types: list[dict[str, Any]]) -> dict[str, Any]:
+    """RTO rate per payment type (a type none of whose parcels reached an end has none)."""
+    return {
+        "type": "bar",
+        "horizontal": True,
+        "percent": True,
+        "labels": [
+            PAYMENT_TYPE_NAMES.get(t["payment_type"], t["payment_type"]) for t in payment_types
+        ],
+        "series": [
+            {
+                "label": "RTO rate",
+                "data": [t["rto_rate"] for t in payment_types],
+                "color": PALETTE[2],
+            }
         ],
     }

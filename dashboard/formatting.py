@@ -29,6 +29,7 @@ class Formats:
             "compact": self.compact,
             "money": self.money,
             "percent": self.percent,
+            "points": self.points,
             "day": self.day,
             "when": self.when,
             "duration": self.duration,
@@ -49,11 +50,21 @@ class Formats:
         # CLDR's currency spacing, which Babel leaves out: "PKR 4,500.00", not "PKR4,500.00".
         return _CODE_DIGIT.sub("\\1\u00a0\\2", _DIGIT_CODE.sub("\\1\u00a0\\2", shown))
 
-    def percent(self, value: float | Decimal | None, digits: int = 1) -> str:
+    def percent(self, value: float | Decimal | None, digits: int = 1, signed: bool = False) -> str:
         if value is None:
             return DASH
         pattern = "#,##0." + "0" * digits + "%" if digits else "#,##0%"
+        if signed:  # a change: "+12.5%", "-3.0%"
+            pattern = f"+{pattern};-{pattern}"
         return format_percent(value, format=pattern, locale=self.locale)
+
+    def points(self, value: float | None, digits: int = 1) -> str:
+        """A difference of two rates in percentage points: 0.052 is "+5.2 pts"."""
+        if value is None:
+            return DASH
+        pattern = "#,##0." + "0" * digits if digits else "#,##0"
+        shown = format_decimal(value * 100, format=f"+{pattern};-{pattern}", locale=self.locale)
+        return f"{shown}\u00a0pts"
 
     def day(self, value: date | str | None, form: str = "medium") -> str:
         if value is None:

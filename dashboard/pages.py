@@ -1,8 +1,8 @@
 """What each page shows, fetched in one function per page from the same service functions
 the API answers with, so a page and its endpoint cannot disagree.
 
-When richer services land (per-step rule figures, the payments analytics, the customer
-journeys service), each page changes here and nowhere else.
+When richer services land (the customer journeys service, say), each page changes here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from temporalio.service import RPCError
 from config.settings import Settings
 from contracts import search_attributes as sa
 from contracts.errors import ServiceUnavailable
-from contracts.rules import RuleDefinition, WaitStep
+from contracts.rules import RuleDefinition, WaitStep, send_steps
+from services.analytics import lift
+from services.analytics import payments as payment_figures
 from services.analytics.collections import payment_collections
 from services.analytics.overview import overview as shop_overview
 from services.analytics.period import Period
@@ -78,7 +80,15 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
 
 
 async def payments(session: AsyncSession, period: Period) -> dict[str, Any]:
-    return await payment_collections(session, period)
+    """What the payment links collected (the payment ledger), and GET
+    /v1/analytics/payments' figures at its default ``min_orders``: orders, cancellations,
+    RTO and revenue by payment type, and the ten worst cities and postal codes by RTO."""
+    return {
+        "collections": await payment_collections(session, period),
+        "analytics": await payment_figures.payments(
+            session, period, min_orders=payment_figures.MIN_PLACE_ORDERS
+        ),
+    }
 
 
 def totals(figures: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +138,57 @@ def describe_steps(definition: RuleDefinition) -> list[dict[str, Any]]:
     return out
 
 
+async def step_rows(
+    session: AsyncSession, rule_id: str, figures: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """GET /v1/analytics/rules/{id}'s ``versions[].variants[].steps[].channels``, one row
+    per version, variant, step and channel: the message counts, and the messages never
+    sent (suppressed) in all and by reason; each with the template its version's step
+    sends."""
+    templates: dict[tuple[int, str], str] = {}
+    for version in figures["versions"]:
+        if version["variants"]:
+            stored = await rules.version_of(session, rule_id, version["version"])
+            steps = RuleDefinition.model_validate(stored.definition).steps
+            for path, send in send_steps(steps):
+                templates[(version["version"], path)] = send.template
+    rows = []
+    for version in figures["versions"]:
+        for variant in version["variants"]:
+            for step in variant["steps"]:
+                for channel, counts in step["channels"].items():
+                    reasons = counts["suppressed"]
+                    rows.append(
+                        {
+                            "version": version["version"],
+                            "variant": variant["variant"],
+                            "step": step["step"],
+                            "template": templates.get((version["version"], step["step"] or "")),
+                            "channel": channel,
+                            **{status: counts[status] for status in STATUSES},
+                            "suppressed": sum(reasons.values()),
+                            "suppressed_by": {r: n for r, n in reasons.items() if n},
+                        }
+                    )
+    return rows
+
+
+async def holdout_lift(
+    session: AsyncSession, rule_id: str, definition: RuleDefinition, period: Period
+) -> dict[str, Any] | None:
+    """GET /v1/analytics/rules/{id}/lift's versions over the period, or None when the rule
+    has no holdout (its current version holds none out and no version held any out)."""
+    versions = [lift.describe(v) for v in await lift.rule_lift(session, rule_id, period)]
+    if not definition.holdout_percent and all(v["status"] == "no_holdout" for v in versions):
+        return None
+    return {"min_sample": lift.MIN_SAMPLE, "versions": versions}
+
+
 async def rule_page(
     session: AsyncSession, settings: Settings, rule_id: str, period: Period
 ) -> dict[str, Any]:
-    """GET /v1/analytics/rules/{id}'s figures (by send date) over the period."""
+    """GET /v1/analytics/rules/{id}'s figures (by send date) over the period, and its
+    holdout lift (journeys entered in the period)."""
     rule = await rules.get(session, rule_id)
     current = await rules.version_of(session, rule_id, rule.version)
     definition = RuleDefinition.model_validate(current.definition)
@@ -142,6 +199,8 @@ async def rule_page(
         "steps": describe_steps(definition),
         "figures": figures,
         "totals": totals(figures),
+        "step_rows": await step_rows(session, rule_id, figures),
+        "lift": await holdout_lift(session, rule_id, definition, period),
     }
 
 

@@ -38,6 +38,7 @@ from services.platform.api_keys import authenticate
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
+STEP_STATUSES = [(s, s.capitalize()) for s in pages.STATUSES]
 REASONS = {
     "expired": "Your session has expired. Sign in again.",
     "revoked": "The key this session used was revoked. Sign in with another key.",
@@ -266,6 +267,7 @@ async def rule_page(request: Request, rule_id: str, session: DbSession, who: Rea
             period=span,
             stages=stages,
             funnel_chart=charts.funnel_chart(stages),
+            statuses=STEP_STATUSES,
             variant_charts=[charts.variants_chart(e) for e in data["figures"]["experiments"]],
             channel_names=charts.CHANNEL_NAMES,
         ),
@@ -276,6 +278,7 @@ async def rule_page(request: Request, rule_id: str, session: DbSession, who: Rea
 async def payments(request: Request, session: DbSession, who: Reader) -> Response:
     span = _period(request)
     figures = await pages.payments(session, span)
+    links, analytics = figures["collections"], figures["analytics"]
     return render(
         request,
         "payments.html",
@@ -283,8 +286,11 @@ async def payments(request: Request, session: DbSession, who: Reader) -> Respons
             who,
             "payments",
             period=span,
-            p=figures,
-            links_chart=charts.collections_chart(figures, span, _formats(request)),
+            p=links,
+            a=analytics,
+            links_chart=charts.collections_chart(links, span, _formats(request)),
+            rto_chart=charts.rto_chart(analytics["payment_types"]),
+            payment_type_names=charts.PAYMENT_TYPE_NAMES,
         ),
     )
 

@@ -1,6 +1,13 @@
 """A known shop history for the dashboard tests: one split cart rule whose journeys,
-messages and attributed orders are written as the engine writes them, payment links,
-and (through the API) a customer with a cart and an order."""
+messages and attributed orders are written as the engine writes them; a welcome rule
+holding half its journeys out, whose treated journeys convert more and whose messages
+were all held back (suppressed, so the overview's sent figures stay the cart rule's);
+payment links; orders in the orders read model in three cities; and (through the API) a
+customer with a cart and an order.
+
+``seed(..., at=...)`` writes the same history into another month: the browser test
+seeds June 2023, tests/test_dashboard.py August, so that the shop-wide figures of each
+are exactly what its test seeded when both run against one database."""
 
 from __future__ import annotations
 
@@ -12,9 +19,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.experiments import AssignVariantInput
+from contracts.order_facts import OrderFacts, SaveOrderInput
 from contracts.rules import RuleDefinition
-from db.models import Attribution, JourneyEntry, Message, PaymentLink
+from db.models import Attribution, JourneyEntry, JourneyOrder, Message, PaymentLink
 from services.journeys import experiments, rules
+from services.orders import read_model
 from tests.factories import customer, item, uid
 from tests.test_split_assignment import split_rule
 
@@ -22,12 +31,16 @@ from tests.test_split_assignment import split_rule
 # for it are exactly what this module seeds, whatever else the test database holds.
 YESTERDAY = datetime(2023, 6, 14, 9, 0, tzinfo=UTC)
 PERIOD = {"from": "2023-06-01", "to": "2023-06-30"}
+# tests/test_dashboard.py's month, which no other test writes into either.
+AUGUST = datetime(2023, 8, 14, 9, 0, tzinfo=UTC)
+AUGUST_PERIOD = {"from": "2023-08-01", "to": "2023-08-31"}
 
 
 @dataclass
 class Seeded:
     rule_id: str
     customer_id: str
+    lift_rule_id: str = ""
     # What the overview must show, in PKR.
     attributed: Decimal = Decimal("16500")
     shop_revenue: Decimal = Decimal("20000")
@@ -36,6 +49,24 @@ class Seeded:
     sent: dict[str, int] = field(default_factory=dict)
     orders: list[tuple[str, str, Decimal]] = field(default_factory=list)  # attributed
 
+
+# The welcome rule's journeys: (held out, journeys, converted), each conversion PKR 2,000.
+LIFT_GROUPS = [(False, 40, 14), (True, 40, 6)]
+# Its treated journeys' messages never sent: (channel, reason) for the first three.
+HELD_BACK = [(None, "consent"), (None, "consent"), ("email", "frequency_cap")]
+# Orders placed in the month: (city, postal code, payment type, status, how many), 1,000
+# PKR each. Karachi and Lahore have the 20 delivered-or-returned parcels a place needs to
+# be ranked (MIN_PLACE_ORDERS); Islamabad does not.
+ORDERS = [
+    ("Karachi", "74000", "cod", "delivered", 12),
+    ("Karachi", "74000", "cod", "rto", 6),
+    ("Karachi", "74000", "prepaid", "delivered", 4),
+    ("Lahore", "54000", "partial_cod", "delivered", 10),
+    ("Lahore", "54000", "partial_cod", "rto", 2),
+    ("Lahore", "54000", "prepaid", "delivered", 8),
+    ("Lahore", "54000", "prepaid", "cancelled", 1),
+    ("Islamabad", "44000", "cod", "rto", 3),
+]
 
 # variant, converted (revenue), message status
 JOURNEYS: list[tuple[str, Decimal | None, str]] = [
@@ -81,7 +112,22 @@ def events(seeded: Seeded) -> list[dict[str, Any]]:
     return [cart, *orders]
 
 
-async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str) -> Seeded:
+def welcome_rule() -> RuleDefinition:
+    return RuleDefinition.model_validate(
+        {
+            "name": "Welcome",
+            "trigger": {"event": "customer.created"},
+            # Active, but no customer of another test enters it: tests share the database.
+            "conditions": {"field": "customer.id", "op": "eq", "value": uid("nobody")},
+            "steps": [{"send": {"channels": ["email"], "template": "welcome"}}],
+            "holdout_percent": 50,
+        }
+    )
+
+
+async def seed(
+    sessionmaker: async_sessionmaker[AsyncSession], customer_id: str, at: datetime = YESTERDAY
+) -> Seeded:
     definition = RuleDefinition.model_validate(split_rule(uid("nobody")) | {"name": "Cart rescue"})
     async with sessionmaker() as session, session.begin():
         rule, _ = await rules.create(
@@ -100,8 +146,8 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                     workflow_id=workflow_id,
                     cart_id=cart,
                     variant=variant,
-                    entered_at=YESTERDAY,
-                    exited_at=YESTERDAY if revenue else None,
+                    entered_at=at,
+                    exited_at=at if revenue else None,
                     exit_reason="converted" if revenue else None,
                 )
             )
@@ -140,11 +186,11 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                 workflow_id=workflow_id,
                 cart_id=cart,
                 details={"variant": variant},
-                sent_at=YESTERDAY,
-                delivered_at=YESTERDAY if reached else None,
-                opened_at=YESTERDAY if status in ("opened", "clicked") else None,
-                clicked_at=YESTERDAY if status == "clicked" else None,
-                created_at=YESTERDAY + timedelta(minutes=n),
+                sent_at=at,
+                delivered_at=at if reached else None,
+                opened_at=at if status in ("opened", "clicked") else None,
+                clicked_at=at if status == "clicked" else None,
+                created_at=at + timedelta(minutes=n),
             )
             session.add(message)
             seeded.sent[channel] = seeded.sent.get(channel, 0) + 1
@@ -166,7 +212,7 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                         revenue=revenue,
                         currency="PKR",
                         discount=revenue / 20,
-                        ordered_at=YESTERDAY + timedelta(hours=2),
+                        ordered_at=at + timedelta(hours=2),
                     )
                 )
         for n, (purpose, amount, paid_after) in enumerate(
@@ -185,9 +231,93 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], customer_id: str)
                     amount=amount,
                     currency="PKR",
                     status="paid" if paid_after else "created",
-                    expire_at=YESTERDAY + timedelta(days=2),
-                    created_at=YESTERDAY + timedelta(minutes=n),
-                    paid_at=YESTERDAY + timedelta(minutes=n) + paid_after if paid_after else None,
+                    expire_at=at + timedelta(days=2),
+                    created_at=at + timedelta(minutes=n),
+                    paid_at=at + timedelta(minutes=n) + paid_after if paid_after else None,
                 )
             )
+        seeded.lift_rule_id = await _welcome(session, at)
+        await _orders(session, at)
     return seeded
+
+
+async def _welcome(session: AsyncSession, at: datetime) -> str:
+    """The welcome rule's journeys, treated and held out, and their goal orders."""
+    rule, _ = await rules.create(
+        session, welcome_rule(), rules.Actor(key_id=None, name="tests"), status="active"
+    )
+    for holdout, journeys, converted in LIFT_GROUPS:
+        for n in range(journeys):
+            who = uid("c_welcome")
+            workflow_id = f"journey/{rule.id}/{who}"
+            entry = JourneyEntry(
+                rule_id=rule.id,
+                rule_version=1,
+                customer_id=who,
+                workflow_id=workflow_id,
+                run_id="run",
+                holdout=holdout,
+                entered_at=at,
+                exited_at=at + timedelta(hours=1),
+                exit_reason="completed",
+            )
+            session.add(entry)
+            await session.flush()
+            if n < converted:
+                session.add(
+                    JourneyOrder(
+                        entry_id=entry.id,
+                        order_id=uid("ord"),
+                        customer_id=who,
+                        revenue=Decimal("2000"),
+                        currency="PKR",
+                        ordered_at=at + timedelta(hours=3),
+                        converted=True,
+                    )
+                )
+            if not holdout and n < len(HELD_BACK):
+                channel, reason = HELD_BACK[n]
+                session.add(
+                    Message(
+                        key=f"{workflow_id}/0",
+                        customer_id=who,
+                        channel=channel,
+                        template="welcome",
+                        kind="marketing",
+                        status="suppressed",
+                        reason=f"held back: {reason}",
+                        rule_id=rule.id,
+                        rule_version=1,
+                        step="0",
+                        workflow_id=workflow_id,
+                        details={"suppressed": reason},
+                        created_at=at + timedelta(minutes=n),
+                    )
+                )
+    return rule.id
+
+
+async def _orders(session: AsyncSession, at: datetime) -> None:
+    """The month's orders, as the order workflow writes them to the read model."""
+    for city, postal_code, payment_type, status, count in ORDERS:
+        for n in range(count):
+            placed = at + timedelta(minutes=n)
+            later = placed + timedelta(days=2)
+            facts = OrderFacts(
+                order_id=uid("ord"),
+                customer_id=uid("c"),
+                payment_type=payment_type,
+                placed_payment_type=payment_type,
+                status=status,
+                payment_status="fully_paid" if payment_type == "prepaid" else "pending",
+                currency="PKR",
+                total=Decimal("1000.00"),
+                city=city,
+                postal_code=postal_code,
+                placed_at=placed,
+                cancelled_at=later if status == "cancelled" else None,
+                delivered_at=later if status in ("delivered", "rto") else None,
+                rto_at=later + timedelta(days=1) if status == "rto" else None,
+            )
+            written = SaveOrderInput(facts=facts, version=1, updated_at=placed)
+            assert await read_model.save(session, written)

@@ -181,6 +181,9 @@ class Shown(Formats):
     def duration(self, seconds: float | None) -> str:
         return super().duration(seconds).replace("\xa0", " ")
 
+    def points(self, value: float | None, digits: int = 1) -> str:
+        return super().points(value, digits).replace("\xa0", " ")
+
 
 async def test_every_page_shows_the_figures_the_api_answers_with(
     server: Server,
@@ -249,7 +252,34 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     for variant in variants:
         cells = table.find_element(By.CSS_SELECTOR, f'tr[data-variant="{variant["variant"]}"]')
         assert figure(browser, "entered", cells)[1] == f.number(variant["entered"])
+    steps = browser.find_element(By.ID, "steps-table")
+    for variant in variants:
+        for step in variant["steps"]:
+            for channel, counts in step["channels"].items():
+                cells = steps.find_element(
+                    By.CSS_SELECTOR, f'tr[data-step="{step["step"]}"][data-channel="{channel}"]'
+                )
+                for status in ("sent", "delivered", "opened", "clicked", "bounced", "failed"):
+                    assert figure(browser, status, cells)[1] == f.number(counts[status])
     screenshot(browser, "rule")
+
+    # The welcome rule: its holdout lift, as GET /v1/analytics/rules/{id}/lift answers.
+    [lift] = _api(server, f"/v1/analytics/rules/{data.lift_rule_id}/lift?{QUERY}")["versions"]
+    browser.get(f"{base}/dashboard/rules/{data.lift_rule_id}?{QUERY}")
+    cells = browser.find_element(By.CSS_SELECTOR, '#lift-table tr[data-version="1"]')
+    for group in ("treated", "held_out"):
+        rate = lift[group]["conversion_rate"]
+        assert figure(browser, f"{group}_rate", cells)[1] == f.percent(rate)
+    assert figure(browser, "absolute_lift", cells)[1] == f.points(lift["absolute_lift"])
+    for end in ("low", "high"):
+        shown_end = figure(browser, f"absolute_lift_{end}", cells)[1]
+        assert shown_end == f.points(lift["absolute_lift_ci"][end])
+    assert figure(browser, "incremental_revenue", cells)[1] == f.money(
+        lift["incremental_revenue"]["PKR"], "PKR"
+    )
+    held_back = browser.find_element(By.CSS_SELECTOR, '#steps-table tr[data-channel="none"]')
+    assert figure(browser, "suppressed-consent", held_back)[1] == "2"
+    screenshot(browser, "rule-lift")
 
     # Payments, from the payment ledger.
     browser.get(f"{base}/dashboard/payments?{QUERY}")
@@ -260,6 +290,21 @@ async def test_every_page_shows_the_figures_the_api_answers_with(
     prepaid = browser.find_element(By.CSS_SELECTOR, '[data-purpose="prepaid"]')
     assert figure(browser, "paid_rate", prepaid)[1] == "100.0%"
     assert figure(browser, "median", prepaid)[1] == f.duration(7200)
+    # And GET /v1/analytics/payments' figures: by payment type, and the worst places.
+    api_payments = _api(server, f"/v1/analytics/payments?{QUERY}")
+    for kind in api_payments["payment_types"]:
+        cells = browser.find_element(
+            By.CSS_SELECTOR, f'tr[data-payment-type="{kind["payment_type"]}"]'
+        )
+        assert figure(browser, "orders", cells)[1] == f.number(kind["orders"])
+        assert figure(browser, "rto_rate", cells)[1] == f.percent(kind["rto_rate"])
+    cities = browser.find_elements(By.CSS_SELECTOR, "#rto-by-city tr[data-place]")
+    assert [c.get_attribute("data-place") for c in cities] == [
+        p["place"] for p in api_payments["rto_by_city"]
+    ]
+    for place, cells in zip(api_payments["rto_by_city"], cities, strict=True):
+        assert figure(browser, "rto_rate", cells)[1] == f.percent(place["rto_rate"])
+    assert browser.find_element(By.CSS_SELECTOR, "canvas#rto").size["height"] > 100
     screenshot(browser, "payments")
 
     # The customer's journeys, as GET /v1/customers/{id}/journeys lists them.
