@@ -133,7 +133,7 @@ def build_worker(
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
         **common,
-        **worker_options,
+        **{"max_cached_workflows": settings.temporal_workflow_cache, **worker_options},
     )
     order_workers = Worker(
         client,

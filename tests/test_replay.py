@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.workflow import NondeterminismError
 
+import workflows.cart
 import workflows.order
 from contracts.lifecycle import LifecycleInput, LifecycleState
 from contracts.names import LIFECYCLE_WORKFLOW
@@ -160,6 +161,22 @@ async def test_the_stranded_order_history_fails_to_replay_as_it_did_in_productio
     assert isinstance(failure, NondeterminismError)
     assert "Update machine does not handle this event" in str(failure)
     assert "TimerCanceled" in str(failure)
+
+
+STRANDED_CART = HISTORIES / "stranded" / "cart_after_cold_query_in_a_crash_run.json"
+
+
+async def test_a_cart_history_a_caching_worker_wrote_in_a_crash_run_fails_to_replay():
+    """The same split without any update: in tests/test_crash_safety.py a cart's worker was
+    SIGKILLed while its send activity ran, and the worker that took over, cold, wrote a
+    history whose journey skipped a wait that a replay of the same history takes. Most
+    likely it was asked one of the test's queries while the activity's completion waited
+    for its workflow task, and applied it there (the test reads carts' state throughout).
+    It is why the main worker caches nothing either (``SUTRA_TEMPORAL_WORKFLOW_CACHE``)."""
+    failure = await _failure(workflows.cart.CartWorkflow, _load(STRANDED_CART))
+    assert isinstance(failure, NondeterminismError)
+    assert "Timer machine does not handle this event" in str(failure)
+    assert "ActivityTaskScheduled" in str(failure)
 
 
 # --- the procedure, on a real workflow and its committed histories -------------------------
