@@ -114,11 +114,8 @@ class Settings(BaseSettings):
     # Order workflows run on their own queue, on a worker that keeps no sticky cache (see
     # services/temporal.order_task_queue); default: "<temporal_task_queue>-orders".
     temporal_order_task_queue: str | None = None
-    # Workflows the main worker keeps in memory between tasks. None by default: a worker
-    # that caches a run and is restarted can take a query on it whose history holds events
-    # no task has handled yet; the SDK applies them there and the run's next task writes a
-    # history nothing replays (temporalio/sdk-python#1591, README "Known upstream issues").
-    # Without a cache every task replays its run's history, as a replay does.
+    # Workflows the main worker keeps between tasks: none by default, since a cold worker's
+    # query can make a cached run write a history nothing replays (sdk-python#1591).
     temporal_workflow_cache: int = Field(default=0, ge=0)
     temporal_tls: bool = False
     temporal_tls_cert_path: str | None = None

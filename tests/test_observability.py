@@ -201,11 +201,22 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
         assert archived.status_code == 200
 
         async def exited() -> Samples | None:
+            # The exit is counted by its activity, the run's end by the SDK a task later.
             page = await _page(worker_page.port)
             reason = {"rule_id": rule_id, "reason": "rule_paused"}
-            return page if value(page, "sutra_journey_exits_total", **reason) else None
+            ended = {
+                "task_queue": provider_settings.temporal_task_queue,
+                "workflow_type": "LifecycleJourney",
+            }.items()
+            completed = sum(
+                v
+                for (n, found), v in page.items()
+                if n == "temporal_workflow_completed_total" and ended <= found
+            )
+            counted = value(page, "sutra_journey_exits_total", **reason)
+            return page if counted and completed else None
 
-        after = await eventually(exited, what="the journey's exit counted", within=30)
+        after = await eventually(exited, what="the journey's exit and end counted", within=30)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
