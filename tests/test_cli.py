@@ -121,7 +121,7 @@ class Shop:
 
 
 @pytest.fixture(scope="module")
-async def shop(engine: Engine) -> Shop:
+async def shop(engine: Engine, dev_server: WorkflowEnvironment) -> Shop:
     customer_id, cart_id = uid("c"), uid("cart")
     await engine.post_event(
         cart_updated(cart_id, customer_id=customer_id, occurred_at=ago(minutes=10))
@@ -129,6 +129,9 @@ async def shop(engine: Engine) -> Shop:
     order = order_placed(cart_id=cart_id, customer_id=customer_id, occurred_at=ago(minutes=5))
     await engine.post_event(order)
     await eventually(lambda: engine.routes(order["id"]), what="the order's deliveries", within=30)
+    # The late event must find the cart's workflow ended, not still finishing.
+    cart = dev_server.client.get_workflow_handle(f"cart/{cart_id}")
+    await asyncio.wait_for(cart.result(), timeout=30)
     late = cart_updated(cart_id, customer_id=customer_id, occurred_at=ago(minutes=9))
     await engine.post_event(late)
     [route] = await eventually(lambda: engine.routes(late["id"]), what="the late event", within=30)

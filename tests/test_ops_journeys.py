@@ -108,7 +108,7 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     resumed = await _post(api, f"/v1/journeys/{workflow_id}/resume")
     assert (resumed.status_code, resumed.json()["status"]) == (200, "running")
     # The step that fell due during the pause goes out at once on resume.
-    await eventually(lambda: _at_least(api, customer_id, 2), within=5, what="the second step")
+    await eventually(lambda: _at_least(api, customer_id, 2), within=15, what="the second step")
     assert await _journey_status(temporal, workflow_id) == "running"
 
     ended = await _post(api, f"/v1/journeys/{workflow_id}/end")
