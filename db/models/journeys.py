@@ -116,6 +116,12 @@ class JourneyEntry(Base):
         Index("ix_journey_entries_rule_customer", "rule_id", "customer_id", "entered_at"),
         # Analytics leave rehearsals out by workflow id: a probe of this small index.
         Index("ix_journey_entries_test_workflow_id", "workflow_id", postgresql_where=text("test")),
+        # The overview's journeys running now, counted from the index alone.
+        Index(
+            "ix_journey_entries_running",
+            "rule_id",
+            postgresql_where=text("exited_at IS NULL AND NOT test"),
+        ),
         Index(
             "ix_journey_entries_cart_entered_at",
             "entered_at",

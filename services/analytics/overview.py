@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, Numeric, and_, cast, func, or_, select
+from sqlalchemy import Date, Numeric, and_, cast, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -70,8 +70,9 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
         days[day]["attributed_revenue"][currency] += revenue
         totals_attributed[currency] += revenue
         attributed_orders += count
-    for day, channel, count in await _sent_per_day(session, period):
-        days[day]["messages"][channel] = count
+    sent = await _sent(session, period)
+    for (day, channel), figures in sent.items():
+        days[day]["messages"][channel] = figures[0]
     return {
         "period": period.describe(),
         "revenue": {
@@ -85,7 +86,7 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
             },
         },
         "carts": await _carts(session, period),
-        "deliverability": await _deliverability(session, period),
+        "deliverability": await _deliverability(session, period, sent),
         "unsubscribes": await _unsubscribes(session, period),
         "suppressions": await _suppressions(session, period),
         "journeys_running": await _running(session),
@@ -131,28 +132,50 @@ async def _order_revenue(session: AsyncSession, period: Period) -> list[Any]:
 
 
 def _not_a_test(workflow_id: Any) -> ColumnElement[bool]:
-    # Test runs of a rule run under "…/test-…" workflow ids and their entries say test.
-    rehearsal = select(JourneyEntry.id).where(
-        JourneyEntry.workflow_id == workflow_id, JourneyEntry.test.is_(True)
+    """Not a rehearsal's: test runs of a rule have journey entries that say test.
+
+    Spelled as NOT IN over those few workflow ids, which PostgreSQL hashes once per query
+    (``test = true`` is the partial index's own predicate), rather than as a NOT EXISTS
+    per row: under the OR it cannot become an anti-join, and a month of the ledger paid
+    an index probe per message."""
+    rehearsals = select(JourneyEntry.workflow_id).where(
+        JourneyEntry.test == true(), JourneyEntry.workflow_id.is_not(None)
     )
-    return or_(workflow_id.is_(None), ~rehearsal.exists())
+    return or_(workflow_id.is_(None), workflow_id.not_in(rehearsals))
 
 
 async def _attributed(session: AsyncSession, period: Period) -> list[Any]:
     day = _day(Attribution.ordered_at, period)
+    # Each credited order's message by its key (a month's credits, a few thousand lookups),
+    # not a join the planner answers by hashing the whole ledger.
+    workflow_id = (
+        select(Message.workflow_id).where(Message.id == Attribution.message_id).scalar_subquery()
+    )
     result = await session.execute(
         select(day, Attribution.currency, func.count(), func.sum(Attribution.revenue))
-        .outerjoin(Message, Message.id == Attribution.message_id)
-        .where(_within(Attribution.ordered_at, period), _not_a_test(Message.workflow_id))
+        .where(_within(Attribution.ordered_at, period), _not_a_test(workflow_id))
         .group_by(day, Attribution.currency)
     )
     return list(result.all())
 
 
-async def _sent_per_day(session: AsyncSession, period: Period) -> list[Any]:
+async def _sent(session: AsyncSession, period: Period) -> dict[tuple[date, str], tuple[int, ...]]:
+    """Per day and channel, of the messages sent in the period: sent, delivered, bounced and
+    spam complaints. One scan of the period's ledger serves both the per-day series and the
+    deliverability figures."""
     day = _day(Message.sent_at, period)
+    complained = Message.id.in_(
+        select(MessageEvent.message_id).where(MessageEvent.status.in_(COMPLAINTS))
+    )
     result = await session.execute(
-        select(day, Message.channel, func.count())
+        select(
+            day,
+            Message.channel,
+            func.count(),
+            func.count(Message.delivered_at),
+            func.count().filter(Message.status == "bounced"),
+            func.count().filter(complained),
+        )
         .where(
             _within(Message.sent_at, period),
             Message.channel.in_(CHANNELS),
@@ -160,7 +183,7 @@ async def _sent_per_day(session: AsyncSession, period: Period) -> list[Any]:
         )
         .group_by(day, Message.channel)
     )
-    return list(result.all())
+    return {(d, str(channel)): tuple(counts) for d, channel, *counts in result.all()}
 
 
 async def _carts(session: AsyncSession, period: Period) -> dict[str, Any]:
@@ -199,39 +222,25 @@ async def _carts(session: AsyncSession, period: Period) -> dict[str, Any]:
     }
 
 
-async def _deliverability(session: AsyncSession, period: Period) -> dict[str, Any]:
-    """Per channel, of the messages sent in the period: delivered, bounced, spam
-    complaints, and the bounce and complaint rates over those sent; and of the messages
-    asked for in the period that never went: failed, and held back by send policy."""
-    complaint = (
-        select(MessageEvent.id)
-        .where(MessageEvent.message_id == Message.id, MessageEvent.status.in_(COMPLAINTS))
-        .exists()
-    )
-    result = await session.execute(
-        select(
-            Message.channel,
-            func.count(),
-            func.count(Message.delivered_at),
-            func.count().filter(Message.status == "bounced"),
-            func.count().filter(complaint),
-        )
-        .where(
-            _within(Message.sent_at, period),
-            Message.channel.in_(CHANNELS),
-            _not_a_test(Message.workflow_id),
-        )
-        .group_by(Message.channel)
-    )
+async def _deliverability(
+    session: AsyncSession, period: Period, sent: dict[tuple[date, str], tuple[int, ...]]
+) -> dict[str, Any]:
+    """Per channel, of the messages sent in the period (``sent``, per day): delivered,
+    bounced, spam complaints, and the bounce and complaint rates over those sent; and of
+    the messages asked for in the period that never went: failed, and held back by send
+    policy."""
+    per_channel: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (_, channel), counts in sent.items():
+        per_channel[channel] = [a + b for a, b in zip(per_channel[channel], counts, strict=True)]
     out: dict[str, Any] = {channel: _no_sends() for channel in CHANNELS}
-    for channel, sent, delivered, bounced, complaints in result.all():
-        out[str(channel)] |= {
-            "sent": sent,
+    for channel, (total, delivered, bounced, complaints) in per_channel.items():
+        out[channel] |= {
+            "sent": total,
             "delivered": delivered,
             "bounced": bounced,
             "complaints": complaints,
-            "bounce_rate": bounced / sent if sent else None,
-            "complaint_rate": complaints / sent if sent else None,
+            "bounce_rate": bounced / total if total else None,
+            "complaint_rate": complaints / total if total else None,
         }
     unsent = await session.execute(
         select(
@@ -247,8 +256,8 @@ async def _deliverability(session: AsyncSession, period: Period) -> dict[str, An
         )
         .group_by(Message.channel)
     )
-    for channel, failed, suppressed in unsent.all():
-        out[str(channel)] |= {"failed": failed, "suppressed": suppressed}
+    for unsent_channel, failed, suppressed in unsent.all():
+        out[str(unsent_channel)] |= {"failed": failed, "suppressed": suppressed}
     return out
 
 
@@ -296,6 +305,6 @@ async def _unsubscribes(session: AsyncSession, period: Period) -> dict[str, int]
 async def _running(session: AsyncSession) -> int:
     """Journeys entered and not yet exited, now (not bound to the period)."""
     count = await session.scalar(
-        select(func.count()).where(JourneyEntry.exited_at.is_(None), JourneyEntry.test.is_(False))
+        select(func.count()).where(JourneyEntry.exited_at.is_(None), JourneyEntry.test == false())
     )
     return int(count or 0)
