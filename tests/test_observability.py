@@ -201,22 +201,28 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
         assert archived.status_code == 200
 
         async def exited() -> Samples | None:
-            # The exit is counted by its activity, the run's end by the SDK a task later.
             page = await _page(worker_page.port)
             reason = {"rule_id": rule_id, "reason": "rule_paused"}
+            return page if value(page, "sutra_journey_exits_total", **reason) else None
+
+        async def completed() -> float | None:
+            # The SDK counts the run's end a task after the exit activity: read apart, so
+            # the figures above are not taken later than they need be (other tests'
+            # journeys share these counters).
+            page = await _page(worker_page.port)
             ended = {
                 "task_queue": provider_settings.temporal_task_queue,
                 "workflow_type": "LifecycleJourney",
             }.items()
-            completed = sum(
+            count = sum(
                 v
                 for (n, found), v in page.items()
                 if n == "temporal_workflow_completed_total" and ended <= found
             )
-            counted = value(page, "sutra_journey_exits_total", **reason)
-            return page if counted and completed else None
+            return count or None
 
-        after = await eventually(exited, what="the journey's exit and end counted", within=30)
+        after = await eventually(exited, what="the journey's exit counted", within=30)
+        await eventually(completed, what="the journey's end counted by the SDK", within=30)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -248,7 +254,6 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
     assert (
         sdk("temporal_activity_execution_latency_seconds_count", activity_type="send_message") == 2
     )
-    assert sdk("temporal_workflow_completed_total", workflow_type="LifecycleJourney") >= 1
     assert sdk("temporal_worker_task_slots_available", worker_type="ActivityWorker") > 0
 
     # One JSON line per message decided, naming the journey, its rule and the message.
