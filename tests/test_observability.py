@@ -230,7 +230,9 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
     assert delta("sutra_journey_starts_total", rule_id=rule_id) == 1
     assert delta("sutra_journey_exits_total", rule_id=rule_id, reason="rule_paused") == 1
     assert delta("sutra_messages_total", channel="sms", status="failed") == 1
-    assert delta("sutra_messages_total", channel="email", status="sent") == 1
+    # Other tests' journeys on this process's outbox also count emails sent here; only this
+    # test's worker calls SendGrid, whose count below is exact.
+    assert delta("sutra_messages_total", channel="email", status="sent") >= 1
     refused = {"provider": "twilio", "operation": "send", "kind": "permanent"}
     assert delta("sutra_provider_errors_total", **refused) == 1
     assert (
