@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
@@ -267,12 +267,12 @@ async def transition_order(
             headers={"Retry-After": str(max(1, min(waited, 30)))},
         ) from exc
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
-            current = cause.details[0] if cause.details else None
+        refusal = _refusal(exc)
+        if refusal is not None:
+            current = _refused_at(refusal)
             if current == OrderStatus.delivered.value:
                 await _delivered_by_ops(session, settings, order_id)  # a retried request
-            raise Conflict(cause.message, current_status=current) from exc
+            raise Conflict(refusal.message, current_status=current) from exc
         raise ServiceUnavailable(f"the order workflow failed the transition: {exc}") from exc
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
@@ -316,7 +316,8 @@ async def _move(
     try:
         return await update()
     except WorkflowUpdateFailedError as exc:
-        refused_at = _refused_at(exc)
+        refusal = _refusal(exc)
+        refused_at = _refused_at(refusal) if refusal is not None else None
         if refused_at is None:
             raise
         try:
@@ -328,12 +329,17 @@ async def _move(
     return await update()
 
 
-def _refused_at(exc: WorkflowUpdateFailedError) -> str | None:
-    """The status a refused move was judged on; None for any other failure."""
+def _refusal(exc: WorkflowUpdateFailedError) -> ApplicationError | None:
+    """The order workflow's refusal of a move it cannot make; None for any other failure."""
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
-        return str(cause.details[0]) if cause.details else None
+        return cause
     return None
+
+
+def _refused_at(refusal: ApplicationError) -> Any:
+    """The status the refused move was judged on, as the workflow reported it."""
+    return refusal.details[0] if refusal.details else None
 
 
 async def _delivered_by_ops(session: AsyncSession, settings: Settings, order_id: str) -> None:

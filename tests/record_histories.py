@@ -1005,20 +1005,20 @@ async def cart_controlled_by_signal(shop: Recorder) -> None:
     await _cart_controlled(shop, _signalled, "cart_controlled_by_signal")
 
 
-async def _cart_controlled(shop: Recorder, _control: Control, name: str) -> None:
+async def _cart_controlled(shop: Recorder, control: Control, name: str) -> None:
     customer_id = await _reachable_customer(shop)
     rule_id = await shop.rule([customer_id], _default_cart_rule())
     await shop.at_local(10)
     cart_id = await shop.cart(customer_id)
     workflow_id = workflow_ids.cart(cart_id)
     await shop.env.sleep(2 * HOUR)
-    assert (await _control(shop, workflow_id, "pause")).status == "paused"
+    assert (await control(shop, workflow_id, "pause")).status == "paused"
     await shop.env.sleep(28 * HOUR)
     assert len(await shop.cart_messages(cart_id)) == 1
-    assert (await _control(shop, workflow_id, "resume")).status == "running"
+    assert (await control(shop, workflow_id, "resume")).status == "running"
     await shop.env.sleep(MINUTE)
     assert len(await shop.cart_messages(cart_id)) == 2
-    ended = await _control(shop, workflow_id, "end")
+    ended = await control(shop, workflow_id, "end")
     assert (ended.status, ended.exit_reason) == ("ended", "ended_by_ops"), ended
     result = await shop.finish(workflow_id)
     assert result["status"] == "expired", result
@@ -1041,7 +1041,7 @@ async def lifecycle_controlled_by_signal(shop: Recorder) -> None:
     await _lifecycle_controlled(shop, _signalled, "lifecycle_controlled_by_signal")
 
 
-async def _lifecycle_controlled(shop: Recorder, _control: Control, name: str) -> None:
+async def _lifecycle_controlled(shop: Recorder, control: Control, name: str) -> None:
     customer_id = uid("c")
     rule_id = await shop.rule([customer_id], WELCOME)
     await shop.at_local(10)
@@ -1056,11 +1056,11 @@ async def _lifecycle_controlled(shop: Recorder, _control: Control, name: str) ->
     )
     workflow_id = workflow_ids.journey(rule_id, customer_id)
     await shop.env.sleep(HOUR)
-    assert (await _control(shop, workflow_id, "pause")).status == "paused"
+    assert (await control(shop, workflow_id, "pause")).status == "paused"
     await shop.env.sleep(3 * DAY)
-    assert (await _control(shop, workflow_id, "resume")).status == "running"
+    assert (await control(shop, workflow_id, "resume")).status == "running"
     await shop.env.sleep(MINUTE)
-    ended = await _control(shop, workflow_id, "end")
+    ended = await control(shop, workflow_id, "end")
     assert (ended.status, ended.exit_reason) == ("ended", "ended_by_ops"), ended
     result = await shop.finish(workflow_id)
     assert (result["status"], result["exit_reason"]) == ("ended", "ended_by_ops"), result

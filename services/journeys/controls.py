@@ -129,11 +129,11 @@ async def _until_shown(
     """The journey's status once its state shows the control (or that it ended), None if
     it does not within ``within``."""
     deadline = time.monotonic() + within.total_seconds()
+    wanted = {"pause": "paused", "resume": "running", "end": "ended"}[action]
     while True:
         journey, running = await _journey(handle, kind)
         assert journey is not None  # it had one when the control was sent
         result = control_status(journey, running)
-        wanted = {"pause": "paused", "resume": "running", "end": "ended"}[action]
         if result.status in (wanted, "ended"):
             return result
         if time.monotonic() > deadline:
