@@ -1,6 +1,6 @@
 """Orders (ops and backend): the list from the orders read model, live state from the order
-workflow, and transitions as Temporal updates whose validator refuses impossible moves
-before anything is recorded.
+workflow, and transitions signalled to the order workflow, whose answer (applied, or
+refused with the status that made it impossible) is read back (services/orders/moves.py).
 
 A delivery ops record by hand is also taken in as an ``order.delivered`` event (id
 ``ops:{order_id}:delivered``), exactly as if the shop had sent it: post-purchase journeys
@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    Client,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from api.deps import SessionDep, SettingsDep, TemporalDep, require
 from api.errors import documented
@@ -30,9 +24,7 @@ from config.settings import Settings
 from contracts import workflow_ids
 from contracts.errors import Conflict, NotFound, ServiceUnavailable
 from contracts.events import EVENT_ADAPTER
-from contracts.names import TRANSITION_UPDATE
 from contracts.orders import (
-    INVALID_TRANSITION,
     HistoryEntry,
     OrderState,
     OrderStatus,
@@ -44,7 +36,7 @@ from contracts.orders import (
 )
 from contracts.payment_policy import quantize
 from services.intake.service import ingest
-from services.orders import read_model
+from services.orders import moves, read_model
 from services.platform import audit
 from services.platform.api_keys import Principal
 
@@ -255,29 +247,23 @@ async def transition_order(
 ) -> OrderView:
     request = body.model_copy(update={"by": principal.name})
     try:
-        state = await _move(temporal, order_id, request, settings)
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        # Temporal keeps an admitted move for the order's next workflow task, so it may
-        # still take effect once a worker runs: the client must look before it retries.
+        state = await moves.move(temporal, order_id, request, within=settings.order_update_timeout)
+    except moves.Unanswered as exc:
+        # The signal is in the order's history: the move takes effect once a worker runs,
+        # so the client must look before it retries.
         waited = int(settings.order_update_timeout.total_seconds())
         raise ServiceUnavailable(
             f"no worker answered the move to {body.to} within {waited} s (the order workers"
-            f" are down or behind); it may still take effect when they run: read"
+            f" are down or behind); it takes effect when they run: read"
             f" GET /v1/orders/{order_id} before retrying",
             headers={"Retry-After": str(max(1, min(waited, 30)))},
         ) from exc
-    except WorkflowUpdateFailedError as exc:
-        refusal = _refusal(exc)
-        if refusal is not None:
-            current = _refused_at(refusal)
-            if current == OrderStatus.delivered.value:
-                await _delivered_by_ops(session, settings, order_id)  # a retried request
-            raise Conflict(refusal.message, current_status=current) from exc
-        raise ServiceUnavailable(f"the order workflow failed the transition: {exc}") from exc
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
-        # A finished order's workflow takes no updates, but still says where it ended.
+    except moves.Refused as exc:
+        if exc.status == OrderStatus.delivered.value:
+            await _delivered_by_ops(session, settings, order_id)  # a retried request
+        raise Conflict(exc.message, current_status=exc.status) from exc
+    except moves.Closed as exc:
+        # A finished order's workflow takes no signals, but still says where it ended.
         final = await _state(temporal, order_id)
         current = final.status.value
         raise Conflict(
@@ -290,56 +276,6 @@ async def transition_order(
         session, principal, "order", order_id, "transition", audit.order_transition(state, body)
     )
     return _view(state)
-
-
-async def _move(
-    temporal: Client, order_id: str, request: TransitionRequest, settings: Settings
-) -> OrderState:
-    """The move, tried once more when it was refused on a status the order's reads have
-    already moved past.
-
-    On the cache-free order workers a read can show an event's effects a moment before the
-    workflow task that applies them (the split behind temporalio/sdk-python#1591, README
-    "Known upstream issues"); a move validated in that task is judged on the state before
-    the event, and ops who just read "confirmed" are told "placed". Tried again after that
-    task, it is judged on the state they saw. A refusal the reads agree with stands."""
-    handle = temporal.get_workflow_handle(workflow_ids.order(order_id))
-
-    async def update() -> OrderState:
-        return await handle.execute_update(
-            TRANSITION_UPDATE,
-            request,
-            result_type=OrderState,
-            rpc_timeout=settings.order_update_timeout,
-        )
-
-    try:
-        return await update()
-    except WorkflowUpdateFailedError as exc:
-        refusal = _refusal(exc)
-        refused_at = _refused_at(refusal) if refusal is not None else None
-        if refused_at is None:
-            raise
-        try:
-            seen = (await _state(temporal, order_id)).status.value
-        except Exception:
-            raise exc from None
-        if seen == refused_at:
-            raise
-    return await update()
-
-
-def _refusal(exc: WorkflowUpdateFailedError) -> ApplicationError | None:
-    """The order workflow's refusal of a move it cannot make; None for any other failure."""
-    cause = exc.cause
-    if isinstance(cause, ApplicationError) and cause.type == INVALID_TRANSITION:
-        return cause
-    return None
-
-
-def _refused_at(refusal: ApplicationError) -> Any:
-    """The status the refused move was judged on, as the workflow reported it."""
-    return refusal.details[0] if refusal.details else None
 
 
 async def _delivered_by_ops(session: AsyncSession, settings: Settings, order_id: str) -> None:

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     dispatcher_max_backoff: timedelta = timedelta(seconds=30)
     dispatcher_rpc_timeout: timedelta = timedelta(seconds=5)
     # How long POST /v1/orders/{id}/transitions waits for an order worker to answer the
-    # move before answering 503 (the move stays queued in Temporal and may still apply).
+    # move before answering 503 (the move is in the order's history and applies when one runs).
     order_update_timeout: timedelta = Field(default=timedelta(seconds=60), gt=timedelta(0))
     # How often each API process asks Temporal for workflows whose tasks keep failing
     # (the sutra_stranded_workflows gauge and /readyz's count).

@@ -28,14 +28,21 @@ RULE_PAUSED_SIGNAL = "rule_paused"
 # Ops pause, resume or end one journey (services/journeys/controls.py). A signal since the
 # update below can strand a cached run next to a cold worker's query (sdk-python#1591).
 JOURNEY_CONTROL_SIGNAL = "journey_control_requested"
+# Ops move an order (services/orders/moves.py), then read the answer back by query: an
+# update accepted beside an event signal once left an order no worker could replay.
+TRANSITION_SIGNAL = "transition_requested"
 
 # --- queries --------------------------------------------------------------------------------
 
 # Every Sutra workflow answers it with its state model (CartState, OrderState, ...).
 STATE_QUERY = "state"
+# The order workflow: where one TRANSITION_SIGNAL stands, by its request id.
+TRANSITION_OUTCOME_QUERY = "transition_outcome"
 
 # --- updates --------------------------------------------------------------------------------
 
+# Ops moved orders this way before TRANSITION_SIGNAL; the order workflow keeps the handler
+# for clients that still send it.
 TRANSITION_UPDATE = "transition"
 # Ops paused, resumed or ended a journey this way before JOURNEY_CONTROL_SIGNAL; the cart
 # and lifecycle workflows keep the handler for the runs that took one.

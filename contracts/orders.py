@@ -134,7 +134,8 @@ class OrderEvent(BaseModel):
 
 
 class TransitionRequest(BaseModel):
-    """Update ``transition``: ops move the order (``POST /v1/orders/{id}/transitions``)."""
+    """An ops move (``POST /v1/orders/{id}/transitions``), sent in a ``TransitionSignal``
+    (the update ``transition`` took it before; the workflow still answers it)."""
 
     to: OpsTarget
     tracking_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
@@ -209,6 +210,25 @@ class OrderState(BaseModel):
     # Writes of the order's row in the read model (contracts/order_facts.py), across runs:
     # the row's version, so that a late or repeated write never takes it back.
     read_model_version: int = 0
+
+
+class TransitionSignal(BaseModel):
+    """Signal ``transition_requested``: an ops move, named so its answer can be read back
+    (query ``transition_outcome``) and a repeated delivery applies it once."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    request: TransitionRequest
+
+
+class TransitionOutcome(BaseModel):
+    """Query ``transition_outcome``: where an ops move stands. ``done`` once the order's
+    main loop judged it; ``error`` says why it was refused; ``state`` is the order now."""
+
+    request_id: str
+    known: bool = False  # the workflow has taken the signal
+    done: bool = False
+    error: str | None = None
+    state: OrderState
 
 
 class StartOrderInput(BaseModel):

@@ -25,6 +25,7 @@ from contracts.names import INBOUND_SIGNAL, STATE_QUERY, TRANSITION_UPDATE
 from contracts.orders import OrderState, TransitionRequest
 from contracts.payment_policy import PaymentPolicy, UpfrontRule
 from db.models import Event, Message, PaymentLink
+from services.orders import moves
 from services.orders.payments import record_capture
 from tests.factories import customer, item, uid
 from tests.providers.fake_payments import (
@@ -192,6 +193,13 @@ class OrderShop(SkippingShop):
             result_type=OrderState,
             rpc_timeout=rpc_timeout,
         )
+
+    async def move(
+        self, order_id: str, to: str, within: timedelta = timedelta(seconds=30), **values: Any
+    ) -> OrderState:
+        """An ops move as the API makes it: signalled, then its answer read back."""
+        request = TransitionRequest.model_validate({"to": to, "by": "tests", **values})
+        return await moves.move(self.env.client, order_id, request, within=within)
 
     def handle(self, order_id: str) -> WorkflowHandle[Any, Any]:
         return self.env.client.get_workflow_handle(f"order/{order_id}")

@@ -53,7 +53,8 @@ from config.settings import Environment, Settings
 from contracts import search_attributes, workflow_ids
 from contracts.events import EVENT_ADAPTER
 from contracts.journeys import JourneyControl, JourneyControlResult
-from contracts.names import JOURNEY_CONTROL_UPDATE, SWEEP_WORKFLOW
+from contracts.names import JOURNEY_CONTROL_UPDATE, SWEEP_WORKFLOW, TRANSITION_SIGNAL
+from contracts.orders import TransitionRequest, TransitionSignal
 from contracts.rules import RuleDefinition
 from contracts.sweeps import SweepInput, SweepTotals
 from db.engine import create_engine, create_sessionmaker
@@ -69,6 +70,7 @@ from db.models import (
 from embedded.binaries import temporal_test_server
 from services.customers.profiles import upsert_from_events
 from services.journeys import admission, controls, rules
+from services.orders import moves
 from tests import workflow_sources
 from tests.conftest import _admin_url, _plain, create_database, drop_database
 from tests.factories import cart_updated, customer, item, order_placed, uid
@@ -701,6 +703,34 @@ async def order_delivered_then_returned_in_run(shop: Recorder) -> None:
     assert (result["status"], result["payment_status"]) == ("rto", "pending"), result
     assert result["state"]["reopened"] == 0, "the ended order was reopened: record again"
     await shop.keep("order_delivered_then_returned_in_run", workflow_ids.order(order_id))
+
+
+@scenario("order_moved_by_signal")
+async def order_moved_by_signal(shop: Recorder) -> None:
+    """COD moved by ops as the API moves it now (the ``transition_requested`` signal, its
+    answer read back): shipped, the same move delivered twice, a move back to packed
+    refused, out for delivery by the carrier's event, delivered by ops."""
+    order_id = await shop.place("cod")
+    await shop.settle()
+    workflow_id = workflow_ids.order(order_id)
+    shipped = TransitionSignal(
+        request_id="record-1",
+        request=TransitionRequest(to="shipped", by="record_histories"),
+    )
+    handle = shop.env.client.get_workflow_handle(workflow_id)
+    await handle.signal(TRANSITION_SIGNAL, shipped)
+    await handle.signal(TRANSITION_SIGNAL, shipped)
+    await shop.settle()
+    [back] = await asyncio.gather(shop.move(order_id, "packed"), return_exceptions=True)
+    assert isinstance(back, moves.Refused), back
+    assert back.status == "shipped", back.status
+    await shop.event("order.out_for_delivery", order_id)
+    assert (await shop.move(order_id, "delivered")).status == "delivered"
+    result = await shop.finish(workflow_id)
+    assert (result["status"], result["payment_status"]) == ("delivered", "fully_paid"), result
+    statuses = [entry["status"] for entry in result["state"]["history"]]
+    assert statuses.count("shipped") == 1, statuses
+    await shop.keep("order_moved_by_signal", workflow_id)
 
 
 @scenario("order_reopened_refunds_a_payment_after_cancellation")

@@ -1,7 +1,8 @@
-"""The order workflow under every interleaving of what can reach it at once: ops updates
-(``transition``), event signals, provider reports on its messages (``message_status``), its
-own timers firing or being cancelled in the same workflow task, and a worker that is cold,
-stopped or SIGKILLed between them. Each schedule is drawn from a seed; the history it
+"""The order workflow under every interleaving of what can reach it at once: ops moves (the
+``transition_requested`` signal the API sends, and the older ``transition`` update), event
+signals, provider reports on its messages (``message_status``), its own timers firing or
+being cancelled in the same workflow task, and a worker that is cold, stopped or SIGKILLed
+between them. Each schedule is drawn from a seed; the history it
 leaves must replay on today's code and hold no workflow task that failed for any reason but
 the server's own "new events arrived meanwhile" (``UnhandledCommand``).
 
@@ -19,7 +20,7 @@ import random
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from contracts.errors import ServiceUnavailable
 from contracts.messages import MessageStatusUpdate
 from contracts.names import MESSAGE_STATUS_SIGNAL, STATE_QUERY
 from contracts.orders import OrderState
 from db.models import Message
+from services.orders import moves
 from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.processes import WorkerProcess, sutra_env
 from tests.providers.fake_payments import (
@@ -133,6 +136,22 @@ class Run:
 
         self.updates.append(asyncio.create_task(move()))
 
+    def signal(self, to: str) -> None:
+        async def move() -> str:
+            try:
+                state = await self.shop.move(self.order_id, to, within=_MOVE_WAIT)
+                return f"{to}: ok ({state.status})"
+            except moves.Refused as err:
+                return f"{to}: refused ({err.message})"
+            except moves.Closed:  # the API answers 409 with where it ended
+                return f"{to}: closed"
+            except ServiceUnavailable as err:
+                return f"{to}: 503 ({err})"
+            except moves.Unanswered:
+                return f"{to}: {_UNANSWERED}"
+
+        self.updates.append(asyncio.create_task(move()))
+
     async def report(self, status: str) -> None:
         async with self.sessionmaker() as session:
             rows = (
@@ -162,6 +181,8 @@ class Run:
         name, _, arg = kind.partition(":")
         if name == "update":
             self.update(arg)
+        elif name == "move":
+            self.signal(arg)
         elif name == "event":
             await self.shop.event(arg, self.order_id)
         elif name == "report":
@@ -204,8 +225,9 @@ def schedule(rng: random.Random, timer: float) -> list[list[str]]:
         for _ in range(rng.randint(1, 4)):
             pick = rng.random()
             if pick < 0.3:
-                moves = _MOVES if rng.random() < 0.85 else _ODD_MOVES
-                round.append(f"update:{rng.choice(moves)}")
+                targets = _MOVES if rng.random() < 0.85 else _ODD_MOVES
+                way = "move" if rng.random() < 0.6 else "update"
+                round.append(f"{way}:{rng.choice(targets)}")
             elif pick < 0.45:
                 round.append(f"event:{rng.choice(_EVENTS)}")
             elif pick < 0.6:
@@ -339,6 +361,7 @@ async def _cold_query_race(
     sessionmaker: async_sessionmaker[AsyncSession],
     shop: OrderShop,
     order_cache: int,
+    signalled: bool = False,
 ) -> Race:
     def workers() -> Workers:
         return build_worker(
@@ -354,22 +377,37 @@ async def _cold_query_race(
         await shop.settle()
     # A read nobody answers gives up soon, as the API's would.
     handle = shop.handle(order_id)
-    reads = [
-        asyncio.create_task(handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_READ))
-        for _ in range(_READS)
-    ]
+
+    async def read() -> tuple[OrderState, datetime]:
+        state = await handle.query(STATE_QUERY, result_type=OrderState, rpc_timeout=_READ)
+        return state, datetime.now(UTC)
+
+    reads = [asyncio.create_task(read()) for _ in range(_READS)]
     await asyncio.sleep(0.2)
     await shop.event("order.packed", order_id)
-    move = asyncio.create_task(shop.transition(order_id, "shipped"))
+    move = asyncio.create_task(
+        shop.move(order_id, "shipped") if signalled else shop.transition(order_id, "shipped")
+    )
     await asyncio.sleep(0.3)
+    restarted = datetime.now(UTC)
     async with workers():
         got = await asyncio.wait_for(asyncio.gather(*reads, move, return_exceptions=True), 30)
         await asyncio.sleep(0.5)
         status = (await shop.state(order_id)).status
-    # A read that came before the move saw the event already applied: the query was taken
-    # with the event in its history (the path under test), not after the workflow task.
-    raced = any(isinstance(r, OrderState) and r.status == "packed" for r in got[:-1])
-    return Race(order_id, await shop.handle(order_id).fetch_history(), status, raced)
+    history = await shop.handle(order_id).fetch_history()
+    # The path under test: a read answered with the event (and a signalled move) applied
+    # before the next worker's first workflow task had completed, so the query was taken
+    # with them in its history and no task had handled them yet.
+    first_task = min(
+        e.event_time.ToDatetime(tzinfo=UTC)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        and e.event_time.ToDatetime(tzinfo=UTC) > restarted
+    )
+    raced = any(
+        isinstance(r, tuple) and r[0].status != "confirmed" and r[1] < first_task for r in got[:-1]
+    )
+    return Race(order_id, history, status, raced)
 
 
 async def _replay_failure(history: WorkflowHistory) -> Exception | None:
@@ -405,14 +443,19 @@ def race_shop(
 _RACES = 20 if SOAK else 1
 
 
-async def test_a_cold_query_before_an_update_replays_on_the_order_workers(
-    race_shop: OrderShop,
+# An update on the cache-free order workers, and the signal the API sends instead even on a
+# worker that caches the order (where the update strands it, the test below).
+@pytest.mark.parametrize(
+    ("order_cache", "signalled"), [(0, False), (1000, True)], ids=["update-cold", "signal-cached"]
+)
+async def test_a_cold_query_before_a_move_replays(
+    race_shop: OrderShop, order_cache: int, signalled: bool
 ) -> None:
     shop = race_shop
     raced = 0
     for attempt in range(_RACES * 5):
         race = await _cold_query_race(
-            shop.env, shop.settings, shop.sessionmaker, shop, order_cache=0
+            shop.env, shop.settings, shop.sessionmaker, shop, order_cache, signalled
         )
         try:
             assert race.status == "shipped"

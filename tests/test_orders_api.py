@@ -205,7 +205,7 @@ async def test_a_move_no_worker_answers_in_time_is_a_503_and_a_retry_after_readi
         )
         assert moved.status_code == 503, moved.text
         assert moved.json()["error"] == "service_unavailable"
-        assert "may still take effect" in moved.json()["detail"]
+        assert "takes effect when they run" in moved.json()["detail"]
         assert moved.headers["Retry-After"] == "2"
         # Once workers run, the move Temporal kept may have been applied. Reading first and
         # retrying what did not happen leaves the order cancelled exactly once either way.

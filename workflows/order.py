@@ -2,7 +2,7 @@
 
 placed → awaiting_payment (prepaid capture / partial-COD upfront) → confirmed → packed →
 shipped → out_for_delivery → delivered, or cancelled / rto. The workflow is a small
-reactor: events (signals), ops' transitions (updates) and customer replies go through one
+reactor: events and ops' transitions (signals) and customer replies go through one
 inbox and are applied one at a time by the main loop, the only writer of the state; timers
 (payment reminders and deadline, COD confirmation deadline, shipping SLA) are computed from
 the state after every step. Events arriving ahead of their time (delivered before shipped)
@@ -35,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
         MESSAGE_STATUS_SIGNAL,
         ORDER_WORKFLOW,
         STATE_QUERY,
+        TRANSITION_OUTCOME_QUERY,
+        TRANSITION_SIGNAL,
         TRANSITION_UPDATE,
     )
     from contracts.orders import (
@@ -48,7 +50,9 @@ with workflow.unsafe.imports_passed_through():
         OrderState,
         OrderStatus,
         StartOrderInput,
+        TransitionOutcome,
         TransitionRequest,
+        TransitionSignal,
     )
     from workflows.messaging import Messenger
     from workflows.order_attributes import PaymentAttributes
@@ -124,6 +128,14 @@ class OrderWorkflow:
     @workflow.signal(name=INBOUND_SIGNAL)
     def inbound_message(self, signal: InboundMessageSignal) -> None:
         self._inbox.reply(signal)
+
+    @workflow.signal(name=TRANSITION_SIGNAL)
+    def transition_requested(self, signal: TransitionSignal) -> None:
+        self._inbox.move(signal)
+
+    @workflow.query(name=TRANSITION_OUTCOME_QUERY)
+    def transition_outcome(self, request_id: str) -> TransitionOutcome:
+        return self._inbox.outcome(request_id, self._state)
 
     @workflow.update(name=TRANSITION_UPDATE)
     async def transition(self, request: TransitionRequest) -> OrderState:
@@ -298,11 +310,7 @@ class OrderWorkflow:
         )
 
     async def _apply(
-        self,
-        to: OrderStatus,
-        by: str,
-        note: str | None,
-        source: OrderEvent | TransitionRequest,
+        self, to: OrderStatus, by: str, note: str | None, source: OrderEvent | TransitionRequest
     ) -> None:
         state = self._state
         if source.tracking_url:

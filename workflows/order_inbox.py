@@ -21,9 +21,12 @@ with workflow.unsafe.imports_passed_through():
         RANK,
         TERMINAL,
         OrderEvent,
+        OrderState,
         OrderStatus,
         PlacedOrder,
+        TransitionOutcome,
         TransitionRequest,
+        TransitionSignal,
     )
 
 _WAIT_FOR_PLACEMENT = timedelta(days=7)
@@ -31,7 +34,8 @@ _WAIT_FOR_PLACEMENT = timedelta(days=7)
 
 @dataclass
 class Command:
-    """An ops transition waiting for the main loop; the update handler awaits its answer."""
+    """An ops transition waiting for the main loop: its answer is read back by query
+    (a signalled move) or awaited by the update handler (the older way)."""
 
     request: TransitionRequest
     done: bool = False
@@ -46,6 +50,7 @@ class Inbox:
         self._seen: set[str] = set()
         self._items: list[Item] = []
         self.early: list[OrderEvent] = []
+        self._moves: dict[str, Command] = {}
 
     def event(self, event: OrderEvent) -> None:
         if event.event_id in self._seen:  # delivery is at least once
@@ -63,6 +68,22 @@ class Inbox:
         command = Command(request)
         self._items.append(command)
         return command
+
+    def move(self, signal: TransitionSignal) -> None:
+        if signal.request_id not in self._moves:  # delivery is at least once
+            self._moves[signal.request_id] = self.command(signal.request)
+
+    def outcome(self, request_id: str, state: OrderState) -> TransitionOutcome:
+        command = self._moves.get(request_id)
+        if command is None:
+            return TransitionOutcome(request_id=request_id, state=state)
+        return TransitionOutcome(
+            request_id=request_id,
+            known=True,
+            done=command.done,
+            error=command.error,
+            state=state,
+        )
 
     def pending(self) -> bool:
         return bool(self._items)
