@@ -137,7 +137,7 @@ async def _percents(session: AsyncSession, rule_id: str, versions: list[int]) ->
     )
     return {
         version: RuleDefinition.model_validate(definition).holdout_percent
-        for version, definition in rows.tuples()
+        for version, definition in rows
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import delete, func, select, tuple_, union
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.attribution import MAX_WINDOW, Windows, window_for
@@ -165,22 +165,15 @@ async def recompute(
     rows = (
         await session.execute(
             select(sources.c.order_id, sources.c.customer_id, sources.c.cart_id)
-            .distinct(sources.c.order_id)
+            .ext(distinct_on(sources.c.order_id))
             .order_by(sources.c.order_id, sources.c.cart_id.is_(None))
         )
     ).all()
     orders = [row.order_id for row in rows]
-    before = dict(
-        (
-            await session.execute(
-                select(Attribution.order_id, Attribution.message_id).where(
-                    Attribution.order_id.in_(orders)
-                )
-            )
-        )
-        .tuples()
-        .all()
+    credited = await session.execute(
+        select(Attribution.order_id, Attribution.message_id).where(Attribution.order_id.in_(orders))
     )
+    before: dict[str, Any] = dict(credited.all())
     await session.execute(delete(Attribution).where(Attribution.order_id.in_(orders)))
     moved = 0
     for row in rows:
