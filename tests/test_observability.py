@@ -31,6 +31,7 @@ from services.platform.task_failure_log import worker_runtime
 from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, free_port, make_settings, start_api
 from tests.factories import customer, eventually, now_iso, uid
+from tests.provider_reports import phone
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.signing import SendGridSigner
@@ -162,7 +163,9 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
             "id": uid("evt"),
             "type": "customer.created",
             "occurred_at": now_iso(),
-            "customer": customer(customer_id, email=f"{customer_id}@example.com"),
+            # A number of its own: Twilio's refusal suppresses it as invalid, which must not
+            # silence the shared default number for this process's later tests.
+            "customer": customer(customer_id, email=f"{customer_id}@example.com", phone=phone()),
             "data": {},
         }
         assert (await api.post_event(event)).status_code == 202
