@@ -123,6 +123,32 @@ def database_url(admin_url: str) -> Iterator[str]:
     drop_database(admin_url, name)
 
 
+# tests.factories.customer's defaults, which many tests' customers share in one database.
+_SHARED_ADDRESSES = ("+923001234567", "ayesha@example.com")
+
+
+@pytest.fixture(autouse=True)
+def _shared_addresses_stay_reachable(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that gets a shared default address suppressed (a provider refusing it as
+    invalid, a bounce, a STOP) silences that channel for every later test in its process:
+    once, a cart journey's SMS and a split's SMS variant went missing that way, far from
+    the test that caused it. Such a test fails here, by name, and the suppression goes."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    url = _plain(request.getfixturevalue("database_url"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute(
+            "DELETE FROM suppressions WHERE address = ANY(%s) RETURNING channel, address, reason",
+            [list(_SHARED_ADDRESSES)],
+        ).fetchall()
+    if found:
+        pytest.fail(
+            f"this test suppressed a shared default address {found}: give its customer an"
+            " address of its own (tests.provider_reports.phone(), a uid email)"
+        )
+
+
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(Settings(env=Environment.test, database_url=database_url))

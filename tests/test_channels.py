@@ -13,6 +13,7 @@ from channels.base import OutgoingMessage, PermanentSendError, TransientSendErro
 from channels.sendgrid_email import SendGridEmail
 from channels.twilio_messaging import TwilioMessaging
 from config.settings import Environment, Settings
+from tests.provider_reports import phone
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
 from tests.providers.storm import Phase
@@ -126,13 +127,15 @@ async def test_transactional_email_has_no_unsubscribe_machinery(fake_sendgrid: F
 async def test_sendgrid_errors_are_sorted_permanent_or_transient(
     fake_sendgrid: FakeSendGrid, status: int, error: type[PermanentSendError | TransientSendError]
 ):
+    address = f"{uuid.uuid4().hex}@example.com"  # the fake is the process's: this send only
     fake_sendgrid.fail_next(
         status,
         {"errors": [{"message": "does not contain a valid address", "field": "to", "help": None}]},
+        to=address,
     )
 
     with pytest.raises(error) as caught:
-        await sendgrid(fake_sendgrid).send(email())
+        await sendgrid(fake_sendgrid).send(email(to=address))
 
     raised = caught.value
     assert isinstance(raised, PermanentSendError | TransientSendError)
@@ -228,10 +231,11 @@ async def test_twilio_errors_are_sorted_and_some_suppress(
     error: type[PermanentSendError | TransientSendError],
     suppress: str | None,
 ):
-    fake_twilio.fail_next(status, code, "injected")
+    number = phone()  # the fake is the process's: this send only
+    fake_twilio.fail_next(status, code, "injected", to=number)
 
     with pytest.raises(error) as caught:
-        await twilio(fake_twilio).send(sms())
+        await twilio(fake_twilio).send(sms(to=number))
 
     raised = caught.value
     assert isinstance(raised, PermanentSendError | TransientSendError)

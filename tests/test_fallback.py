@@ -127,7 +127,7 @@ async def test_an_invalid_number_fails_at_once_and_the_step_goes_out_by_email(
     phone = "+923001238001"
     event = cart_updated(customer_id=uid("c"), phone=phone, email=f"{uid('e')}@example.com")
     await api.post_event(event)
-    fake_twilio.fail_next(400, 21211, "The 'To' number is not a valid phone number.")
+    fake_twilio.fail_next(400, 21211, "The 'To' number is not a valid phone number.", to=phone)
 
     handle = await _journey(
         dev_server, provider_settings, event["customer"]["id"], ["sms", "email"]
@@ -211,7 +211,7 @@ async def test_a_provider_outage_is_retried_and_the_message_goes_out_once(
     phone = "+919812345678"
     event = cart_updated(customer_id=uid("c"), phone=phone, locale="hi-IN")
     await api.post_event(event)
-    fake_twilio.fail_next(500, 20500, "Internal Server Error", times=2)
+    fake_twilio.fail_next(500, 20500, "Internal Server Error", times=2, to=phone)
 
     handle = await _journey(dev_server, provider_settings, event["customer"]["id"], ["sms"])
     [outcome] = await asyncio.wait_for(handle.result(), timeout=60)

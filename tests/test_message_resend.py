@@ -94,7 +94,7 @@ async def test_a_failed_message_is_resent_once_as_a_new_linked_message(
 ):
     customer_id, email = await _customer(mail_api)
     messaging = Messaging(mail_settings, sessionmaker, build_adapters(mail_settings))
-    fake_sendgrid.fail_next(403, {"errors": [{"message": "sender not verified"}]})
+    fake_sendgrid.fail_next(403, {"errors": [{"message": "sender not verified"}]}, to=email)
     failed_id = await _send(messaging, customer_id, "0")
     failed = await _row(sessionmaker, failed_id)
     assert failed.status == "failed"

@@ -156,16 +156,17 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
     assert (
         await api.http.post(f"/v1/rules/{rule_id}/activate", headers=auth(ADMIN_KEY))
     ).is_success
-    fake_twilio.fail_next(400, 21211, "The 'To' number is not a valid phone number.")
+    # Its own number, refused by Twilio for it alone: the refusal suppresses the number as
+    # invalid, and the fake (and database) are the whole process's.
+    number = phone()
+    fake_twilio.fail_next(400, 21211, "The 'To' number is not a valid phone number.", to=number)
 
     with json_log_lines() as logged:
         event = {
             "id": uid("evt"),
             "type": "customer.created",
             "occurred_at": now_iso(),
-            # A number of its own: Twilio's refusal suppresses it as invalid, which must not
-            # silence the shared default number for this process's later tests.
-            "customer": customer(customer_id, email=f"{customer_id}@example.com", phone=phone()),
+            "customer": customer(customer_id, email=f"{customer_id}@example.com", phone=number),
             "data": {},
         }
         assert (await api.post_event(event)).status_code == 202

@@ -37,6 +37,7 @@ class _Failure:
     status: int
     body: dict[str, Any]
     times: int
+    to: str | None = None  # only mail to this address (None: any)
 
 
 class FakeSendGrid:
@@ -81,10 +82,18 @@ class FakeSendGrid:
     def url(self) -> str:
         return self.server.url_for("").rstrip("/")
 
-    def fail_next(self, status: int, body: dict[str, Any] | None = None, times: int = 1) -> None:
+    def fail_next(
+        self,
+        status: int,
+        body: dict[str, Any] | None = None,
+        times: int = 1,
+        to: str | None = None,
+    ) -> None:
+        """Fail the next ``times`` sends (to ``to`` only, if given: the fake is shared by a
+        process's tests, whose journeys could take a failure meant for another test)."""
         default = {"errors": [{"message": "injected failure", "field": None, "help": None}]}
         with self._lock:
-            self._failures.append(_Failure(status, body or default, times))
+            self._failures.append(_Failure(status, body or default, times, to))
 
     def start_storm(self, *phases: Phase) -> None:
         """From now on, answer as the phases say, one after the other (then normally)."""
@@ -124,12 +133,13 @@ class FakeSendGrid:
                     ]
                 },
             )
+        recipients = _recipients(request)
         with self._lock:
-            failure = self._failures[0] if self._failures else None
+            failure = next((f for f in self._failures if f.to is None or f.to in recipients), None)
             if failure is not None:
                 failure.times -= 1
                 if failure.times <= 0:
-                    self._failures.pop(0)
+                    self._failures.remove(failure)
         if failure is not None:
             return _json(failure.status, failure.body)
         message_id = uuid.uuid4().hex[:22]
@@ -193,3 +203,20 @@ _STORM_ERRORS = {
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def _recipients(request: Request) -> set[str]:
+    """The To addresses of a Mail Send body (none if it is not one)."""
+    try:
+        body = json.loads(request.get_data())
+    except ValueError:
+        return set()
+    if not isinstance(body, dict):
+        return set()
+    return {
+        to["email"]
+        for p in body.get("personalizations") or []
+        if isinstance(p, dict)
+        for to in p.get("to") or []
+        if isinstance(to, dict) and "email" in to
+    }

@@ -73,6 +73,7 @@ class _Failure:
     code: int
     message: str
     times: int
+    to: str | None = None  # only sends to this number (None: any)
 
 
 class FakeTwilio:
@@ -127,9 +128,19 @@ class FakeTwilio:
     def base_url(self) -> str:
         return self.server.url_for("").rstrip("/")
 
-    def fail_next(self, status: int, code: int, message: str = "injected", times: int = 1) -> None:
+    def fail_next(
+        self,
+        status: int,
+        code: int,
+        message: str = "injected",
+        times: int = 1,
+        to: str | None = None,
+    ) -> None:
+        """Fail the next ``times`` sends (to ``to`` only, if given: the fake is shared by a
+        process's tests, and a journey of another test could take a failure meant for
+        this one, and get its own number suppressed)."""
         with self._lock:
-            self._failures.append(_Failure(status, code, message, times))
+            self._failures.append(_Failure(status, code, message, times, to))
 
     def start_storm(self, *phases: Phase) -> None:
         """From now on, answer sends and lookups as the phases say, one after the other."""
@@ -198,13 +209,14 @@ class FakeTwilio:
             return self._error(400, 21602, "Message body is required.")
         if not (form.get("From") or form.get("MessagingServiceSid")):
             return self._error(400, 21603, "A 'From' or 'MessagingServiceSid' is required.")
+        to = form.get("To", "").removeprefix("whatsapp:")
         with self._lock:
             self.posts += 1
-            failure = self._failures[0] if self._failures else None
+            failure = next((f for f in self._failures if f.to in (None, to)), None)
             if failure is not None:
                 failure.times -= 1
                 if failure.times <= 0:
-                    self._failures.pop(0)
+                    self._failures.remove(failure)
         if failure is not None:
             return self._error(failure.status, failure.code, failure.message)
         phase = self.storm.strike()
