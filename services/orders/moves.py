@@ -86,11 +86,15 @@ async def _judged(
                 rpc_timeout=min(_READ, left),
             )
         except WorkflowQueryFailedError as exc:
-            raise ServiceUnavailable(f"the order workflow could not answer: {exc}") from exc
+            raise ServiceUnavailable(
+                f"the move is recorded, but the order could not say how it stands: {exc}"
+            ) from exc
         except RPCError as exc:
             # A worker that is down or behind answers no query: wait for it as for the move.
             if exc.status not in _NO_ANSWER_YET:
-                raise ServiceUnavailable(f"Temporal did not answer: {exc.message}") from exc
+                raise ServiceUnavailable(
+                    f"the move is recorded, but Temporal did not answer: {exc.message}"
+                ) from exc
             outcome = None
         if outcome is not None and outcome.done:
             return outcome
