@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
@@ -26,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.logging import configure_logging
 from config.settings import Environment, Settings
 from contracts import workflow_ids
-from services.platform import worker_metrics
+from services.platform import metrics, worker_metrics
 from services.platform.task_failure_log import worker_runtime
 from services.platform.temporal import connect
 from tests.conftest import ADMIN_KEY, auth, free_port, make_settings, start_api
@@ -246,16 +247,15 @@ async def test_a_journey_moves_the_worker_counters_and_logs_its_ids(
         )
         == 0
     )
-    twilio = {"provider": "twilio", "operation": "send"}
-    assert delta("sutra_provider_call_seconds_count", **twilio) == 1
-    assert delta("sutra_provider_call_seconds_sum", **twilio) > 0
-    # The histogram is the process's, and other tests' journeys in it send email through
-    # SendGrid too (CI once counted 5 in the window): this journey's one call is among them.
-    # The exact count once per call is Twilio's above, the same code path.
+    # The call histogram is the process's, and other tests' journeys in it call Twilio and
+    # SendGrid too (CI counted 5 calls of each in the window): this journey's one call of
+    # each is among them. Once per call, exactly:
+    # test_a_provider_call_is_timed_once_and_a_failure_counted_by_kind.
     assert len(fake_sendgrid.sent_to(email["to"])) == 1
-    sendgrid = {"provider": "sendgrid", "operation": "send"}
-    assert delta("sutra_provider_call_seconds_count", **sendgrid) >= 1
-    assert delta("sutra_provider_call_seconds_sum", **sendgrid) > 0
+    for provider in ("twilio", "sendgrid"):
+        labels = {"provider": provider, "operation": "send"}
+        assert delta("sutra_provider_call_seconds_count", **labels) >= 1
+        assert delta("sutra_provider_call_seconds_sum", **labels) > 0
     # The Temporal SDK's own figures, on the same page: this task queue's activities.
     queue = provider_settings.temporal_task_queue
 
@@ -319,3 +319,25 @@ async def test_api_lines_carry_the_request_id(database_url: str, task_queue: str
         (generated, "/v1/ops/stranded-workflows", "GET"),
     ]
     assert all(r["level"] == "warning" and r["logger"] == "api.errors" for r in warned)
+
+
+def test_a_provider_call_is_timed_once_and_a_failure_counted_by_kind():
+    """The figures ops alert on, exactly (a provider label no journey uses)."""
+    provider = f"unit-{uuid.uuid4().hex[:8]}"
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"provider": provider, **labels}) or 0.0
+
+    def kind(exc: BaseException) -> str:
+        return "permanent" if isinstance(exc, ValueError) else "unexpected"
+
+    with metrics.provider_call(provider, "send", kind):
+        time.sleep(0.01)
+    with pytest.raises(ValueError, match="refused"), metrics.provider_call(provider, "send", kind):
+        raise ValueError("refused")
+
+    calls = sample("sutra_provider_call_seconds_count", operation="send")
+    assert calls == 2
+    assert sample("sutra_provider_call_seconds_sum", operation="send") >= 0.01
+    assert sample("sutra_provider_errors_total", operation="send", kind="permanent") == 1
+    assert sample("sutra_provider_errors_total", operation="send", kind="unexpected") == 0
