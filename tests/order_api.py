@@ -1,5 +1,6 @@
 """The API with the Razorpay and Stripe fakes behind it and a worker, as the orders tests
-run it: the ``order_api`` fixture (registered in ``tests/conftest.py``) and its settings."""
+run it: the ``order_api`` fixture (registered in ``tests/conftest.py``) and its settings;
+and ``dev_order_shop``, an order shop on the dev server with no worker of its own."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings
 from contracts.payment_policy import PaymentPolicy
 from tests.conftest import Api, make_settings, start_api
+from tests.order_shop import OrderShop, ShopEndpoint, order_settings
 from tests.providers.fake_payments import (
     RAZORPAY_KEY_ID,
     RAZORPAY_KEY_SECRET,
@@ -66,3 +68,18 @@ async def order_api(
         yield api
     await api.http.aclose()
     await manager.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def dev_order_shop(
+    dev_server: WorkflowEnvironment,
+    task_queue: str,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    fake_razorpay: FakeRazorpay,
+    fake_stripe: FakeStripe,
+    shop_endpoint: ShopEndpoint,
+) -> OrderShop:
+    """Orders of a shop on the dev server; the test starts the workers it wants."""
+    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
+    return OrderShop(dev_server, settings, sessionmaker)

@@ -426,20 +426,6 @@ def _failed_tasks(history: WorkflowHistory) -> list[str]:
     ]
 
 
-@pytest.fixture
-def race_shop(
-    dev_server: WorkflowEnvironment,
-    task_queue: str,
-    database_url: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    fake_razorpay: FakeRazorpay,
-    fake_stripe: FakeStripe,
-    shop_endpoint: ShopEndpoint,
-) -> OrderShop:
-    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
-    return OrderShop(dev_server, settings, sessionmaker)
-
-
 _RACES = 20 if SOAK else 1
 
 
@@ -449,9 +435,9 @@ _RACES = 20 if SOAK else 1
     ("order_cache", "signalled"), [(0, False), (1000, True)], ids=["update-cold", "signal-cached"]
 )
 async def test_a_cold_query_before_a_move_replays(
-    race_shop: OrderShop, order_cache: int, signalled: bool
+    dev_order_shop: OrderShop, order_cache: int, signalled: bool
 ) -> None:
-    shop = race_shop
+    shop = dev_order_shop
     raced = 0
     for attempt in range(_RACES * 5):
         race = await _cold_query_race(
@@ -471,12 +457,12 @@ async def test_a_cold_query_before_a_move_replays(
 
 @pytest.mark.skipif(not SOAK, reason="up to 20 races of a few seconds: make soak")
 async def test_the_same_race_strands_an_order_on_a_worker_that_caches_it(
-    race_shop: OrderShop,
+    dev_order_shop: OrderShop,
 ) -> None:
     """The upstream bug itself, so we know when it is gone: a worker that caches order
     workflows writes a history that no worker can replay. When this stops failing to
     reproduce, the SDK fixed it and order workers may cache again."""
-    shop = race_shop
+    shop = dev_order_shop
     failures: list[str] = []
     for _ in range(20):
         race = await _cold_query_race(

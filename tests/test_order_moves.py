@@ -10,30 +10,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.testing import WorkflowEnvironment
 
 from contracts.names import TRANSITION_OUTCOME_QUERY, TRANSITION_SIGNAL
 from contracts.orders import TransitionOutcome, TransitionRequest, TransitionSignal
 from services.orders import moves
 from tests.factories import eventually
-from tests.order_shop import OrderShop, ShopEndpoint, order_settings
-from tests.providers.fake_payments import FakeRazorpay, FakeStripe
+from tests.order_shop import OrderShop
 from worker import Workers, build_worker
-
-
-@pytest.fixture
-def move_shop(
-    dev_server: WorkflowEnvironment,
-    task_queue: str,
-    database_url: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    fake_razorpay: FakeRazorpay,
-    fake_stripe: FakeStripe,
-    shop_endpoint: ShopEndpoint,
-) -> OrderShop:
-    settings = order_settings(database_url, task_queue, fake_razorpay, fake_stripe, shop_endpoint)
-    return OrderShop(dev_server, settings, sessionmaker)
 
 
 def _worker(shop: OrderShop) -> Workers:
@@ -43,23 +26,25 @@ def _worker(shop: OrderShop) -> Workers:
 
 
 @pytest.fixture
-async def confirmed(move_shop: OrderShop) -> AsyncIterator[str]:
+async def confirmed(dev_order_shop: OrderShop) -> AsyncIterator[str]:
     """A COD order, confirmed at once and waiting to be shipped; no worker runs after."""
-    async with _worker(move_shop):
-        order_id = await move_shop.place("cod")
+    async with _worker(dev_order_shop):
+        order_id = await dev_order_shop.place("cod")
         await eventually(
-            lambda: _status_is(move_shop, order_id, "confirmed"), what="the confirmed order"
+            lambda: _status_is(dev_order_shop, order_id, "confirmed"), what="the confirmed order"
         )
     yield order_id
-    await move_shop.terminate_all()
+    await dev_order_shop.terminate_all()
 
 
 async def _status_is(shop: OrderShop, order_id: str, status: str) -> bool:
     return (await shop.state(order_id)).status == status
 
 
-async def test_a_move_delivered_three_times_is_applied_once(move_shop: OrderShop, confirmed: str):
-    shop, order_id = move_shop, confirmed
+async def test_a_move_delivered_three_times_is_applied_once(
+    dev_order_shop: OrderShop, confirmed: str
+):
+    shop, order_id = dev_order_shop, confirmed
     handle = shop.handle(order_id)
     shipped = TransitionRequest(to="shipped", by="tests", tracking_url="https://track.example/1")
     again = TransitionSignal(request_id="ops-1", request=shipped)
@@ -91,9 +76,9 @@ async def test_a_move_delivered_three_times_is_applied_once(move_shop: OrderShop
 
 
 async def test_a_refused_move_says_why_and_where_the_order_stands_and_changes_nothing(
-    move_shop: OrderShop, confirmed: str
+    dev_order_shop: OrderShop, confirmed: str
 ):
-    shop, order_id = move_shop, confirmed
+    shop, order_id = dev_order_shop, confirmed
     async with _worker(shop):
         with pytest.raises(moves.Refused) as refused:
             await shop.move(order_id, "delivered")
@@ -106,12 +91,12 @@ async def test_a_refused_move_says_why_and_where_the_order_stands_and_changes_no
 
 
 async def test_a_move_sent_after_an_event_is_judged_on_the_state_the_event_left(
-    move_shop: OrderShop, confirmed: str
+    dev_order_shop: OrderShop, confirmed: str
 ):
     """No worker runs while the shop's order.shipped and ops' move to out_for_delivery
     arrive: the move (refused from confirmed) is judged once the event is applied, and
     ops' move back to packed, sent after both, is refused on the shipped order."""
-    shop, order_id = move_shop, confirmed
+    shop, order_id = dev_order_shop, confirmed
     await shop.event("order.shipped", order_id)
     onward = asyncio.create_task(shop.move(order_id, "out_for_delivery"))
     await asyncio.sleep(0.5)
@@ -136,9 +121,9 @@ async def test_a_move_sent_after_an_event_is_judged_on_the_state_the_event_left(
 
 
 async def test_a_move_no_worker_judges_in_time_is_unanswered_and_applied_once_one_runs(
-    move_shop: OrderShop, confirmed: str
+    dev_order_shop: OrderShop, confirmed: str
 ):
-    shop, order_id = move_shop, confirmed
+    shop, order_id = dev_order_shop, confirmed
     with pytest.raises(moves.Unanswered):
         await shop.move(order_id, "packed", within=timedelta(seconds=1))
     async with _worker(shop):
@@ -147,8 +132,8 @@ async def test_a_move_no_worker_judges_in_time_is_unanswered_and_applied_once_on
     assert [h.status for h in state.history] == ["placed", "confirmed", "packed"]
 
 
-async def test_an_ended_order_takes_no_move(move_shop: OrderShop, confirmed: str):
-    shop, order_id = move_shop, confirmed
+async def test_an_ended_order_takes_no_move(dev_order_shop: OrderShop, confirmed: str):
+    shop, order_id = dev_order_shop, confirmed
     await shop.handle(order_id).terminate("ops closed it")
     with pytest.raises(moves.Closed):
         await shop.move(order_id, "packed")
