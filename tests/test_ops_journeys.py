@@ -5,6 +5,7 @@ ending one journey (audited); and the refusals."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from tests.factories import customer, eventually, now_iso, order_placed, uid
 # holds none of them.
 STEPS: list[dict[str, Any]] = [
     {"send": {"channels": ["email"], "template": "welcome"}},
-    {"wait": "PT3S"},
+    {"wait": "PT10S"},
     {"send": {"channels": ["sms"], "template": "welcome"}},
     {"wait": "P2D"},
     {"send": {"channels": ["whatsapp"], "template": "welcome"}},
@@ -63,9 +64,22 @@ async def _signed_up(api: Api, customer_id: str) -> None:
     assert response.status_code == 202
 
 
-async def _sent(api: Api, customer_id: str) -> list[dict[str, Any]]:
+async def _messages(api: Api, customer_id: str) -> list[dict[str, Any]]:
     page = (await api.get(f"/v1/messages?customer_id={customer_id}")).json()["messages"]
-    return [m for m in page if m["status"] == "sent" and m["rule_id"]]
+    return [m for m in page if m["rule_id"]]
+
+
+async def _sent(api: Api, customer_id: str) -> list[dict[str, Any]]:
+    return [m for m in await _messages(api, customer_id) if m["status"] == "sent"]
+
+
+async def _wait_started(temporal: Client, workflow_id: str) -> datetime | None:
+    """When the journey's first wait began, from its history (None before it has)."""
+    history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+    for event in history.events:
+        if event.HasField("timer_started_event_attributes"):
+            return event.event_time.ToDatetime(tzinfo=UTC)
+    return None
 
 
 async def _at_least(api: Api, customer_id: str, count: int) -> list[dict[str, Any]] | None:
@@ -85,12 +99,16 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     rule_id = await _rule(api, customer_id)
     await _signed_up(api, customer_id)
     workflow_id = workflow_ids.journey(rule_id, customer_id)
-    # The process's tests share one database, whose outbox this test's dispatcher drains
-    # in order: deliveries earlier tests left pending can go first (CI once took > 15 s).
-    await eventually(lambda: _at_least(api, customer_id, 1), within=45, what="the first email")
+    # Pause as soon as the wait begins, read from the history rather than from the first
+    # email's status: the process's tests share one outbox, which this test's dispatcher
+    # drains in order, so "sent" can lag the send by more than the wait (CI: > 15 s).
+    wait_started = await eventually(
+        lambda: _wait_started(temporal, workflow_id), within=45, what="the first wait"
+    )
 
     paused = await _post(api, f"/v1/journeys/{workflow_id}/pause")
     assert paused.status_code == 200, paused.text
+    assert datetime.now(UTC) < wait_started + timedelta(seconds=10), "paused too late to test"
     body = paused.json()
     assert (body["workflow_id"], body["workflow_type"], body["action"], body["status"]) == (
         workflow_id,
@@ -101,9 +119,9 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     assert body["temporal_ui_url"].startswith(settings.temporal_ui_url.rstrip("/"))
     assert body["run_id"] in body["temporal_ui_url"]
     assert await _journey_status(temporal, workflow_id) == "paused"
-    # The 3-second wait runs out while paused: its step does not go out.
-    await asyncio.sleep(5)
-    assert len(await _sent(api, customer_id)) == 1
+    # The 10-second wait runs out while paused: its step is not even queued.
+    await asyncio.sleep((wait_started + timedelta(seconds=12) - datetime.now(UTC)).total_seconds())
+    assert [m["channel"] for m in await _messages(api, customer_id)] == ["email"]
     again = await _post(api, f"/v1/journeys/{workflow_id}/pause")
     assert (again.status_code, again.json()["status"]) == (200, "paused")
 
