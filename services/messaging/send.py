@@ -5,7 +5,8 @@ a provider does.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +30,20 @@ from services.templating.renderer import Rendered, Renderer
 
 # The ledger's reason for a held-out journey's step: ops see why nothing went.
 HELD_OUT = "held out: the customer is in the rule's holdout group, no message is sent"
+
+
+class _Clock:
+    """This attempt's time: the ``now`` it was given, moving on as the attempt runs. A
+    provider call is stamped when it begins, not when its attempt began: a lookup of a
+    cut-off call waits out the call's own settling time, which a stamp from before the
+    attempt's earlier lookups (and their wait) would shorten, and the message could then
+    land at the provider after a second one was sent."""
+
+    def __init__(self, now: datetime) -> None:
+        self._start, self._began = now, time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._began)
 
 
 def send_error_kind(exc: BaseException) -> str:
@@ -84,39 +99,42 @@ class Messaging:
     async def _send(
         self, input: SendMessageInput, now: datetime | None, content: Rendered | None = None
     ) -> SendMessageResult:
-        now = now or datetime.now(UTC)
-        call = await self._prepare(input, now, content=content)
+        clock = _Clock(now or datetime.now(UTC))
+        call = await self._prepare(input, clock, content=content)
         if isinstance(call, SendMessageResult):
             return call
         if call.ambiguous:
-            receipt = await ledger.reconcile(call, now, self.settings, self.sessionmaker)
+            receipt = await ledger.reconcile(call, clock(), self.settings, self.sessionmaker)
             if receipt is not None:
-                return await self._record_sent(call.message_id, receipt.provider_message_id, now)
+                return await self._record_sent(
+                    call.message_id, receipt.provider_message_id, clock()
+                )
             # The provider does not have it: as good as queued, so decided afresh. A retry
             # can come long after the first try (a provider storm), maybe in quiet hours.
-            call = await self._prepare(input, now, resolved=call, content=content)
+            call = await self._prepare(input, clock, resolved=call, content=content)
             if isinstance(call, SendMessageResult):
                 return call
         try:
             with metrics.provider_call(call.adapter.provider, "send", send_error_kind):
                 receipt = await call.adapter.send(call.outgoing)
         except PermanentSendError as exc:
-            return await self._record_failed(call.message_id, call.outgoing, exc, now)
+            return await self._record_failed(call.message_id, call.outgoing, exc, clock())
         except TransientSendError as exc:
             await self._note_transient(call.message_id, exc)
             raise
-        return await self._record_sent(call.message_id, receipt.provider_message_id, now)
+        return await self._record_sent(call.message_id, receipt.provider_message_id, clock())
 
     async def _prepare(
         self,
         input: SendMessageInput,
-        now: datetime,
+        clock: _Clock,
         resolved: ProviderCall | None = None,
         content: Rendered | None = None,
     ) -> ProviderCall | SendMessageResult:
         """Decide and record, committed before any provider call. ``resolved``: the
         ambiguous call that was shown not to be at the provider; decide it again."""
         request = input.request
+        now = clock()
         async with self.sessionmaker() as session, session.begin():
             # The customer row lock serialises this customer's sends, so two journeys
             # cannot both slip under the frequency cap.
@@ -144,7 +162,7 @@ class Messaging:
                     )
                     return ledger.result(row)
                 self._fill(row, decision)
-                ledger.record_sending(row, now)
+                ledger.record_sending(row, clock())
             if resolved is None:  # one attempt that reached the provider, lookup or send
                 row.provider_attempts += 1
             outgoing = self._outgoing(row)

@@ -88,6 +88,7 @@ class FakeTwilio:
         self._lock = threading.Lock()
         self._hold: threading.Event | None = None
         self._drop_held = False
+        self._late_held = False
         self.held = threading.Semaphore(0)
         self.storm = Storm()
         # Every request it answered, sends and lookups, in order.
@@ -146,11 +147,13 @@ class FakeTwilio:
         """From now on, answer sends and lookups as the phases say, one after the other."""
         self.storm.add(*phases)
 
-    def hold(self, *, drop: bool = False) -> None:
+    def hold(self, *, drop: bool = False, late: bool = False) -> None:
         """Block the next sends until ``release()``. A held message is stored first (Twilio
-        got it), unless ``drop`` (it never arrived)."""
+        got it), unless ``drop`` (it never arrived) or ``late`` (Twilio took it in, and it
+        shows in lookups only once released: still on its way in, or not yet listed)."""
         self._hold = threading.Event()
         self._drop_held = drop
+        self._late_held = late
 
     def release(self) -> None:
         if self._hold is not None:
@@ -237,8 +240,8 @@ class FakeTwilio:
         if phase is not None:  # accepted, then answered with an error
             self.messages.append(message)
             return self._stormed(phase, "POST", form["To"], kept=True)
-        hold, drop = self._hold, self._drop_held
-        if hold is None or not drop:
+        hold, drop, late = self._hold, self._drop_held, self._late_held
+        if hold is None or not (drop or late):
             self.messages.append(message)
             self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
         if hold is not None:
@@ -246,6 +249,9 @@ class FakeTwilio:
             hold.wait(timeout=60)
             if drop:
                 return self._error(503, 20503, "dropped")
+            if late:
+                self.messages.append(message)
+                self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
         return Response(
             json.dumps(message.resource(self.account_sid)),
             status=201,
