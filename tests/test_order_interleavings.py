@@ -429,10 +429,20 @@ def _failed_tasks(history: WorkflowHistory) -> list[str]:
 _RACES = 20 if SOAK else 1
 
 
-# An update on the cache-free order workers, and the signal the API sends instead even on a
-# worker that caches the order (where the update strands it, the test below).
+# The signal the API sends, even on a worker that caches the order (where an update strands
+# it, the test below); and in `make soak` an update on the cache-free order workers, which
+# only a client of Temporal's own sends now (some 20 s of races).
 @pytest.mark.parametrize(
-    ("order_cache", "signalled"), [(0, False), (1000, True)], ids=["update-cold", "signal-cached"]
+    ("order_cache", "signalled"),
+    [
+        pytest.param(
+            0,
+            False,
+            id="update-cold",
+            marks=pytest.mark.skipif(not SOAK, reason="updates are no longer the API's: soak"),
+        ),
+        pytest.param(1000, True, id="signal-cached"),
+    ],
 )
 async def test_a_cold_query_before_a_move_replays(
     dev_order_shop: OrderShop, order_cache: int, signalled: bool

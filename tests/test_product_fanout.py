@@ -26,10 +26,10 @@ from tests.factories import customer, eventually, now_iso, uid
 from worker import build_worker
 
 # `make soak` runs the acceptance figure, 5,000 subscribers (about 9 minutes on a 2-core
-# box, bound by the worker's journeys); `make test` the same test with 120.
+# box, bound by the worker's journeys); `make test` the same test with 60.
 SUBSCRIBERS = int(
     os.environ.get(
-        "SUTRA_TEST_FANOUT_SUBSCRIBERS", "5000" if os.environ.get("SUTRA_SOAK") else "120"
+        "SUTRA_TEST_FANOUT_SUBSCRIBERS", "5000" if os.environ.get("SUTRA_SOAK") else "60"
     )
 )
 # Some 60 pages: more than one fan-out run's worth, so the continue-as-new chain is tested.
