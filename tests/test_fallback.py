@@ -138,7 +138,7 @@ async def test_an_invalid_number_fails_at_once_and_the_step_goes_out_by_email(
     sms, email = await _ledger(sessionmaker, handle.id)
     assert (sms.channel, sms.status, sms.error_code) == ("sms", "failed", "21211")
     assert (email.channel, email.status) == ("email", "sent")
-    assert fake_twilio.posts == 1, "a permanent refusal is not retried"
+    assert fake_twilio.posts_to(phone) == 1, "a permanent refusal is not retried"
     assert len(fake_sendgrid.sent_to(event["customer"]["email"])) == 1
     async with sessionmaker() as session:
         suppression = await session.scalar(
@@ -220,7 +220,7 @@ async def test_a_provider_outage_is_retried_and_the_message_goes_out_once(
     [row] = await _ledger(sessionmaker, handle.id)
     [delivered] = fake_twilio.sent_to(phone)
     assert row.provider_message_id == delivered.sid
-    assert fake_twilio.posts == 3
+    assert fake_twilio.posts_to(phone) == 3
     assert "संदेश बंद करने के लिए STOP" in delivered.body  # the Hindi template, for hi-IN
     # India's DLT registration travels with every SMS to +91.
     assert row.details["dlt_entity_id"] == "1101234567890123456"

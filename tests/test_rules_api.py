@@ -288,7 +288,7 @@ async def test_a_marketer_test_run_sends_the_whole_sequence_in_seconds(
 
     response = await api.http.post(
         f"/v1/rules/{rule['id']}/test",
-        json={"customer_id": customer_id, "speed": 36000},
+        json={"customer_id": customer_id, "speed": 100_000},
         headers=auth(ADMIN_KEY),
     )
 

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -82,7 +83,7 @@ class FakeTwilio:
         self.auth_token = auth_token
         self.server = HTTPServer(threaded=True)
         self.messages: list[StoredMessage] = []
-        self.posts = 0
+        self._posts_to: Counter[str] = Counter()
         self.violations: list[str] = []
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
@@ -114,7 +115,7 @@ class FakeTwilio:
         self.messages.clear()
         self.violations.clear()
         self._failures.clear()
-        self.posts = 0
+        self._posts_to.clear()
         self.held = threading.Semaphore(0)
         self.storm = Storm()
         self.calls.clear()
@@ -159,6 +160,11 @@ class FakeTwilio:
         if self._hold is not None:
             self._hold.set()
         self._hold = None
+
+    def posts_to(self, number: str) -> int:
+        """Sends asked for this number, kept or refused: the count one test can trust while
+        the process's other journeys text their own numbers."""
+        return self._posts_to[number]
 
     def sent_to(self, number: str) -> list[StoredMessage]:
         return [m for m in self.messages if m.to in (number, f"whatsapp:{number}")]
@@ -214,7 +220,7 @@ class FakeTwilio:
             return self._error(400, 21603, "A 'From' or 'MessagingServiceSid' is required.")
         to = form.get("To", "").removeprefix("whatsapp:")
         with self._lock:
-            self.posts += 1
+            self._posts_to[to] += 1
             failure = next((f for f in self._failures if f.to in (None, to)), None)
             if failure is not None:
                 failure.times -= 1
