@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 S = OrderStatus
 # Payment links and reminders go where the customer is most likely to see them first.
 _PAYMENT_CHANNELS: list[Channel] = ["whatsapp", "sms", "email"]
+_PREPARE_TIMEOUT = timedelta(seconds=10)
 
 
 class Checkout:
@@ -91,7 +92,9 @@ class Checkout:
             PREPARE_ORDER,
             PrepareOrderInput(placed=placed),
             result_type=PrepareOrderResult,
-            start_to_close_timeout=self._timeout,
+            # A computation of milliseconds: a worker killed under it costs the order (and
+            # ops' moves, judged after it) this long, not the minute a provider call gets.
+            start_to_close_timeout=_PREPARE_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
         self.policy = prepared.policy
