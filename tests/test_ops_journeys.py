@@ -22,7 +22,7 @@ from tests.factories import customer, eventually, now_iso, order_placed, uid
 # holds none of them.
 STEPS: list[dict[str, Any]] = [
     {"send": {"channels": ["email"], "template": "welcome"}},
-    {"wait": "PT10S"},
+    {"wait": "PT6S"},
     {"send": {"channels": ["sms"], "template": "welcome"}},
     {"wait": "P2D"},
     {"send": {"channels": ["whatsapp"], "template": "welcome"}},
@@ -108,7 +108,7 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
 
     paused = await _post(api, f"/v1/journeys/{workflow_id}/pause")
     assert paused.status_code == 200, paused.text
-    assert datetime.now(UTC) < wait_started + timedelta(seconds=10), "paused too late to test"
+    assert datetime.now(UTC) < wait_started + timedelta(seconds=6), "paused too late to test"
     body = paused.json()
     assert (body["workflow_id"], body["workflow_type"], body["action"], body["status"]) == (
         workflow_id,
@@ -119,8 +119,8 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     assert body["temporal_ui_url"].startswith(settings.temporal_ui_url.rstrip("/"))
     assert body["run_id"] in body["temporal_ui_url"]
     assert await _journey_status(temporal, workflow_id) == "paused"
-    # The 10-second wait runs out while paused: its step is not even queued.
-    await asyncio.sleep((wait_started + timedelta(seconds=12) - datetime.now(UTC)).total_seconds())
+    # The 6-second wait runs out while paused: its step is not even queued.
+    await asyncio.sleep((wait_started + timedelta(seconds=8) - datetime.now(UTC)).total_seconds())
     assert [m["channel"] for m in await _messages(api, customer_id)] == ["email"]
     again = await _post(api, f"/v1/journeys/{workflow_id}/pause")
     assert (again.status_code, again.json()["status"]) == (200, "paused")
