@@ -115,11 +115,24 @@ def admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(admin_url: str) -> Iterator[str]:
+def template_database(admin_url: str) -> Iterator[str]:
+    """This process's migrated database, copied for each test file (see ``database_url``)."""
+    name = f"sutra_template_{os.getpid()}_{secrets.token_hex(4)}"
+    upgrade(create_database(admin_url, name))
+    yield name
+    drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="module")
+def database_url(admin_url: str, template_database: str) -> Iterator[str]:
+    """A database of the test file's own, a copy of the migrated template (some 30 ms).
+    Shared by a whole process, earlier files' leftovers got in later tests' way: the
+    dispatcher delivering their pending routes first, their outbox rows, their suppressed
+    addresses."""
     name = f"sutra_test_{os.getpid()}_{secrets.token_hex(4)}"
-    url = create_database(admin_url, name)
-    upgrade(url)
-    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield _with_database(admin_url, name)
     drop_database(admin_url, name)
 
 
@@ -149,14 +162,14 @@ def _shared_addresses_stay_reachable(request: pytest.FixtureRequest) -> Iterator
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(Settings(env=Environment.test, database_url=database_url))
     yield engine
     await engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 

@@ -100,7 +100,7 @@ async def test_a_paused_journey_sends_nothing_until_resumed_and_ends_by_ops(
     await _signed_up(api, customer_id)
     workflow_id = workflow_ids.journey(rule_id, customer_id)
     # Pause as soon as the wait begins, read from the history rather than from the first
-    # email's status: the process's tests share one outbox, which this test's dispatcher
+    # email's status: the file's tests share one outbox, which this test's dispatcher
     # drains in order, so "sent" can lag the send by more than the wait (CI: > 15 s).
     wait_started = await eventually(
         lambda: _wait_started(temporal, workflow_id), within=45, what="the first wait"
