@@ -8,6 +8,7 @@ Money is per currency, never summed across currencies.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Date, Numeric, and_, cast, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import (
@@ -28,6 +29,7 @@ from db.models import (
     Suppression,
 )
 from services.analytics.period import Period
+from services.analytics.snapshot import shared_snapshot
 
 CHANNELS = ("email", "sms", "whatsapp")
 # A cart journey ends "converted" when the cart itself was ordered, "ordered" when the
@@ -49,6 +51,59 @@ def _money(amount: Decimal) -> str:
 
 
 async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
+    """The figures, read by three groups of queries side by side on connections of their
+    own that share one snapshot (on two CPUs a month's overview answers in about half the
+    time); on a session bound to a single connection, one after the other on it."""
+    engine = session.bind
+    if isinstance(engine, AsyncEngine):
+        async with shared_snapshot(engine, 3) as (one, two, three):
+            (
+                (sent, unsent),
+                (ordered, carts, unsubscribes),
+                (credited, suppressed, running),
+            ) = await asyncio.gather(
+                _messages(one, period), _shop(two, period), _sutra(three, period)
+            )
+    else:
+        sent, unsent = await _messages(session, period)
+        ordered, carts, unsubscribes = await _shop(session, period)
+        credited, suppressed, running = await _sutra(session, period)
+    return _compose(
+        period, ordered, credited, sent, unsent, carts, unsubscribes, suppressed, running
+    )
+
+
+async def _messages(session: AsyncSession, period: Period) -> tuple[Any, Any]:
+    return await _sent(session, period), await _unsent(session, period)
+
+
+async def _shop(session: AsyncSession, period: Period) -> tuple[Any, Any, Any]:
+    return (
+        await _order_revenue(session, period),
+        await _carts(session, period),
+        await _unsubscribes(session, period),
+    )
+
+
+async def _sutra(session: AsyncSession, period: Period) -> tuple[Any, Any, Any]:
+    return (
+        await _attributed(session, period),
+        await _suppressions(session, period),
+        await _running(session),
+    )
+
+
+def _compose(
+    period: Period,
+    ordered: list[Any],
+    credited: list[Any],
+    sent: dict[tuple[date, str], tuple[int, ...]],
+    unsent: list[Any],
+    carts: dict[str, Any],
+    unsubscribes: dict[str, int],
+    suppressions: dict[str, int],
+    running: int,
+) -> dict[str, Any]:
     days: dict[date, dict[str, Any]] = {
         day: {
             "date": day,
@@ -61,16 +116,15 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
     totals_orders: dict[str, Decimal] = defaultdict(Decimal)
     totals_attributed: dict[str, Decimal] = defaultdict(Decimal)
     orders = 0
-    for day, currency, count, revenue in await _order_revenue(session, period):
+    for day, currency, count, revenue in ordered:
         days[day]["order_revenue"][currency] += revenue
         totals_orders[currency] += revenue
         orders += count
     attributed_orders = 0
-    for day, currency, count, revenue in await _attributed(session, period):
+    for day, currency, count, revenue in credited:
         days[day]["attributed_revenue"][currency] += revenue
         totals_attributed[currency] += revenue
         attributed_orders += count
-    sent = await _sent(session, period)
     for (day, channel), figures in sent.items():
         days[day]["messages"][channel] = figures[0]
     return {
@@ -85,11 +139,11 @@ async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
                 for c, a in sorted(totals_orders.items())
             },
         },
-        "carts": await _carts(session, period),
-        "deliverability": await _deliverability(session, period, sent),
-        "unsubscribes": await _unsubscribes(session, period),
-        "suppressions": await _suppressions(session, period),
-        "journeys_running": await _running(session),
+        "carts": carts,
+        "deliverability": _deliverability(sent, unsent),
+        "unsubscribes": unsubscribes,
+        "suppressions": suppressions,
+        "journeys_running": running,
         "days": [
             {
                 "date": d["date"].isoformat(),
@@ -222,13 +276,13 @@ async def _carts(session: AsyncSession, period: Period) -> dict[str, Any]:
     }
 
 
-async def _deliverability(
-    session: AsyncSession, period: Period, sent: dict[tuple[date, str], tuple[int, ...]]
+def _deliverability(
+    sent: dict[tuple[date, str], tuple[int, ...]], unsent: list[Any]
 ) -> dict[str, Any]:
     """Per channel, of the messages sent in the period (``sent``, per day): delivered,
     bounced, spam complaints, and the bounce and complaint rates over those sent; and of
-    the messages asked for in the period that never went: failed, and held back by send
-    policy."""
+    the messages asked for in the period that never went (``unsent``): failed, and held
+    back by send policy."""
     per_channel: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for (_, channel), counts in sent.items():
         per_channel[channel] = [a + b for a, b in zip(per_channel[channel], counts, strict=True)]
@@ -242,7 +296,14 @@ async def _deliverability(
             "bounce_rate": bounced / total if total else None,
             "complaint_rate": complaints / total if total else None,
         }
-    unsent = await session.execute(
+    for unsent_channel, failed, suppressed in unsent:
+        out[str(unsent_channel)] |= {"failed": failed, "suppressed": suppressed}
+    return out
+
+
+async def _unsent(session: AsyncSession, period: Period) -> list[Any]:
+    """Per channel, of the messages asked for in the period: failed, and held back."""
+    result = await session.execute(
         select(
             Message.channel,
             func.count().filter(Message.status == "failed"),
@@ -256,9 +317,7 @@ async def _deliverability(
         )
         .group_by(Message.channel)
     )
-    for unsent_channel, failed, suppressed in unsent.all():
-        out[str(unsent_channel)] |= {"failed": failed, "suppressed": suppressed}
-    return out
+    return list(result.all())
 
 
 def _no_sends() -> dict[str, Any]:
