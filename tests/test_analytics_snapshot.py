@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import Suppression
-from services.analytics.snapshot import shared_snapshot
+from services.analytics.snapshot import shared_snapshot, side_by_side
 from tests.factories import uid
 
 
@@ -46,3 +46,18 @@ async def test_sessions_of_one_snapshot_all_read_the_moment_it_was_taken(
             now = await _count(fresh, reason)
 
     assert (before, seen, now) == (1, [1, 1, 1], 2)
+
+
+async def test_groups_run_side_by_side_or_in_turn_and_answer_in_order(engine: AsyncEngine):
+    async def backend(session: AsyncSession) -> int:
+        return int(await session.scalar(select(func.pg_backend_pid())) or 0)
+
+    async with AsyncSession(engine) as session:
+        parallel = await side_by_side(session, backend, backend, backend)
+    async with engine.connect() as connection:
+        one = AsyncSession(bind=connection)
+        in_turn = await side_by_side(one, backend, backend, backend)
+        await one.close()
+
+    assert len(set(parallel)) == 3, "each group on a connection of its own"
+    assert len(set(in_turn)) == 1, "on a session bound to one connection, all on it"

@@ -8,7 +8,6 @@ Money is per currency, never summed across currencies.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -16,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Date, Numeric, and_, cast, false, func, or_, select, true
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import (
@@ -29,7 +28,7 @@ from db.models import (
     Suppression,
 )
 from services.analytics.period import Period
-from services.analytics.snapshot import shared_snapshot
+from services.analytics.snapshot import side_by_side
 
 CHANNELS = ("email", "sms", "whatsapp")
 # A cart journey ends "converted" when the cart itself was ordered, "ordered" when the
@@ -53,21 +52,17 @@ def _money(amount: Decimal) -> str:
 async def overview(session: AsyncSession, period: Period) -> dict[str, Any]:
     """The figures, read by three groups of queries side by side on connections of their
     own that share one snapshot (on two CPUs a month's overview answers in about half the
-    time); on a session bound to a single connection, one after the other on it."""
-    engine = session.bind
-    if isinstance(engine, AsyncEngine):
-        async with shared_snapshot(engine, 3) as (one, two, three):
-            (
-                (sent, unsent),
-                (ordered, carts, unsubscribes),
-                (credited, suppressed, running),
-            ) = await asyncio.gather(
-                _messages(one, period), _shop(two, period), _sutra(three, period)
-            )
-    else:
-        sent, unsent = await _messages(session, period)
-        ordered, carts, unsubscribes = await _shop(session, period)
-        credited, suppressed, running = await _sutra(session, period)
+    time)."""
+    (
+        (sent, unsent),
+        (ordered, carts, unsubscribes),
+        (credited, suppressed, running),
+    ) = await side_by_side(
+        session,
+        lambda s: _messages(s, period),
+        lambda s: _shop(s, period),
+        lambda s: _sutra(s, period),
+    )
     return _compose(
         period, ordered, credited, sent, unsent, carts, unsubscribes, suppressed, running
     )

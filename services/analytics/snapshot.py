@@ -5,9 +5,11 @@ exactly as if read in one transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -35,3 +37,18 @@ async def shared_snapshot(engine: AsyncEngine, count: int) -> AsyncIterator[list
             await session.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
             sessions.append(session)
         yield sessions
+
+
+async def side_by_side(
+    session: AsyncSession, *groups: Callable[[AsyncSession], Awaitable[Any]]
+) -> list[Any]:
+    """Each group of queries on a connection of its own, all at once, all reading one
+    snapshot; their answers in order. On a session bound to one connection rather than an
+    engine, one group after the other on it."""
+    engine = session.bind
+    if not isinstance(engine, AsyncEngine):
+        return [await group(session) for group in groups]
+    async with shared_snapshot(engine, len(groups)) as sessions:
+        return list(
+            await asyncio.gather(*(group(s) for group, s in zip(groups, sessions, strict=True)))
+        )
