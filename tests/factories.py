@@ -8,6 +8,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.events import EVENT_ADAPTER
+from services.customers import profiles
+
 T = TypeVar("T")
 
 
@@ -163,3 +168,17 @@ def archived_rule(rule_id: str, name: str, trigger: str = "cart.abandoned") -> l
         Rule(id=rule_id, name=name, trigger_event=trigger, status="archived", version=1),
         RuleVersion(rule_id=rule_id, version=1, definition=definition),
     ]
+
+
+async def known_customer(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    customer_id: str | None = None,
+    **overrides: Any,
+) -> str:
+    """A customer Sutra knows, written straight to the database as intake would from a
+    ``cart.updated`` (``overrides`` go to ``cart_updated``); its id."""
+    customer_id = customer_id or uid("c")
+    event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, **overrides))
+    async with sessionmaker() as session, session.begin():
+        await profiles.upsert_from_events(session, [event])
+    return customer_id

@@ -19,13 +19,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from channels import build_adapters
 from config.settings import Environment, Settings
-from contracts.events import EVENT_ADAPTER
 from contracts.messages import MessageOutcome, MessageRequest, SendMessageInput
 from db.models import Message
-from services.customers import profiles
 from services.messaging.send import Messaging
 from services.templating.samples import SAMPLES
-from tests.factories import CART_CONTEXT, cart_updated, uid
+from tests.factories import CART_CONTEXT, known_customer
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from worker import build_worker
 
@@ -88,14 +86,6 @@ class Journeys:
         return target
 
 
-async def _customer(sessionmaker: async_sessionmaker[AsyncSession], **overrides: Any) -> str:
-    customer_id = uid("c")
-    event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, **overrides))
-    async with sessionmaker() as session, session.begin():
-        await profiles.upsert_from_events(session, [event])
-    return customer_id
-
-
 async def _ledger(sessionmaker: async_sessionmaker[AsyncSession], message_id: Any) -> Message:
     async with sessionmaker() as session:
         row = await session.get(Message, message_id)
@@ -119,7 +109,7 @@ def _request(customer_id: str, step: str, **overrides: Any) -> MessageRequest:
 async def test_marketing_due_at_night_waits_for_the_customers_morning(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker, timezone="Asia/Karachi")
+    customer_id = await known_customer(sessionmaker, timezone="Asia/Karachi")
     due = await journeys.skip_to_local(KARACHI, 23, 0)
 
     [outcome] = await journeys.run(customer_id, _request(customer_id, "1"))
@@ -136,7 +126,7 @@ async def test_marketing_due_at_night_waits_for_the_customers_morning(
 async def test_quiet_hours_follow_each_customers_own_time_zone(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    new_york = await _customer(sessionmaker, timezone="America/New_York")
+    new_york = await known_customer(sessionmaker, timezone="America/New_York")
     # 23:00 in Karachi is 13:00 in New York: no reason to wait there.
     await journeys.skip_to_local(KARACHI, 23, 0)
 
@@ -151,7 +141,7 @@ async def test_quiet_hours_follow_each_customers_own_time_zone(
 async def test_transactional_messages_do_not_wait_for_morning(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker, timezone="Asia/Karachi")
+    customer_id = await known_customer(sessionmaker, timezone="Asia/Karachi")
     await journeys.skip_to_local(KARACHI, 23, 0)
 
     [outcome] = await journeys.run(
@@ -176,7 +166,7 @@ async def test_transactional_messages_do_not_wait_for_morning(
 async def test_a_rule_may_ignore_quiet_hours(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker, timezone="Asia/Karachi")
+    customer_id = await known_customer(sessionmaker, timezone="Asia/Karachi")
     await journeys.skip_to_local(KARACHI, 23, 30)
 
     [outcome] = await journeys.run(customer_id, _request(customer_id, "1", quiet_hours=None))
@@ -190,7 +180,7 @@ async def test_a_rule_may_ignore_quiet_hours(
 async def test_frequency_cap_defers_the_second_marketing_message_by_16_hours(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
     await journeys.skip_to_local(KARACHI, 10, 0)
 
     first, second = await journeys.run(
@@ -210,7 +200,7 @@ async def test_frequency_cap_defers_the_second_marketing_message_by_16_hours(
 async def test_frequency_cap_can_skip_instead_and_the_ledger_says_so(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
 
     first, second = await journeys.run(
         customer_id,
@@ -227,7 +217,7 @@ async def test_frequency_cap_can_skip_instead_and_the_ledger_says_so(
 async def test_the_cap_is_per_channel(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
 
     email, sms = await journeys.run(
         customer_id,
@@ -245,7 +235,7 @@ async def test_the_cap_is_per_channel(
 async def test_the_first_consented_reachable_channel_is_used(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(
+    customer_id = await known_customer(
         sessionmaker, consent={"email": True, "sms": True, "whatsapp": False}, email=None
     )
 
@@ -265,7 +255,7 @@ async def test_the_first_consented_reachable_channel_is_used(
 async def test_no_consented_channel_means_no_message_and_says_why(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(
+    customer_id = await known_customer(
         sessionmaker, consent={"email": False, "sms": False, "whatsapp": False}
     )
 
@@ -281,7 +271,7 @@ async def test_no_consented_channel_means_no_message_and_says_why(
 async def test_whatsapp_outside_the_service_window_needs_an_approved_template(
     journeys: Journeys, sessionmaker: async_sessionmaker[AsyncSession]
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
 
     [outcome] = await journeys.run(
         customer_id, _request(customer_id, "1", quiet_hours=None, channels=["whatsapp", "email"])
@@ -295,7 +285,7 @@ async def test_whatsapp_outside_the_service_window_needs_an_approved_template(
 async def test_the_same_send_retried_is_recorded_and_sent_once(
     sessionmaker: async_sessionmaker[AsyncSession], outbox_settings: Settings
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
     messaging = Messaging(outbox_settings, sessionmaker, build_adapters(outbox_settings))
     request = _request(customer_id, "1", quiet_hours=None)
 
@@ -315,7 +305,7 @@ async def test_the_same_send_retried_is_recorded_and_sent_once(
 async def test_two_journeys_sending_at_once_still_respect_the_cap(
     sessionmaker: async_sessionmaker[AsyncSession], outbox_settings: Settings
 ):
-    customer_id = await _customer(sessionmaker)
+    customer_id = await known_customer(sessionmaker)
     messaging = Messaging(outbox_settings, sessionmaker, build_adapters(outbox_settings))
 
     results = await asyncio.gather(

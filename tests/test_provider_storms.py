@@ -35,15 +35,13 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.messaging import MessagingActivities
 from channels import build_adapters
 from config.settings import Settings
-from contracts.events import EVENT_ADAPTER
 from contracts.messages import Channel, MessageOutcome, MessageRequest, SendMessageInput
 from contracts.retry_policies import SEND_RETRY
 from db.models import Message
-from services.customers import profiles
 from services.messaging.send import Messaging
 from services.templating.samples import SAMPLES
 from tests.conftest import Api, make_settings, start_api
-from tests.factories import CART_CONTEXT, cart_updated, uid
+from tests.factories import CART_CONTEXT, known_customer, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from tests.processes import phone_for
 from tests.providers.fake_sendgrid import FakeSendGrid
@@ -111,10 +109,7 @@ def _provider_settings(
 async def _customer(sessionmaker: async_sessionmaker[AsyncSession], **overrides: Any) -> str:
     customer_id = uid("c")
     overrides.setdefault("email", f"{customer_id}@example.com")
-    event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, **overrides))
-    async with sessionmaker() as session, session.begin():
-        await profiles.upsert_from_events(session, [event])
-    return customer_id
+    return await known_customer(sessionmaker, customer_id, **overrides)
 
 
 def _reminder(customer_id: str, channel: Channel, **overrides: Any) -> MessageRequest:

@@ -21,12 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.events import EVENT_ADAPTER
 from contracts.messages import MessageOutcome, MessageRequest
 from db.models import Message
-from services.customers import profiles
 from tests.conftest import Api, make_settings, start_api
-from tests.factories import CART_CONTEXT, cart_updated, uid
+from tests.factories import CART_CONTEXT, known_customer, uid
 from tests.messaging_workflow import MessageTestInput, MessageTestWorkflow
 from tests.providers.fake_sendgrid import FakeSendGrid
 from tests.providers.fake_twilio import FakeTwilio
@@ -105,12 +103,9 @@ def workers(worker_env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
 
 async def _customer(sessionmaker: async_sessionmaker[AsyncSession], phone: str) -> str:
     customer_id = uid("c")
-    event = EVENT_ADAPTER.validate_python(
-        cart_updated(customer_id=customer_id, phone=phone, email=f"{customer_id}@example.com")
+    return await known_customer(
+        sessionmaker, customer_id, phone=phone, email=f"{customer_id}@example.com"
     )
-    async with sessionmaker() as session, session.begin():
-        await profiles.upsert_from_events(session, [event])
-    return customer_id
 
 
 async def _start(

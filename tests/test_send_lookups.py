@@ -14,13 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels import build_adapters
 from channels.base import TransientSendError
-from contracts.events import EVENT_ADAPTER
 from contracts.messages import MessageRequest, SendMessageInput
 from db.models import Message
-from services.customers import profiles
 from services.messaging.send import Messaging
 from tests.conftest import make_settings
-from tests.factories import CART_CONTEXT, cart_updated, eventually, uid
+from tests.factories import CART_CONTEXT, eventually, known_customer
 from tests.provider_reports import phone
 from tests.providers.fake_twilio import FakeTwilio
 
@@ -47,10 +45,7 @@ def _messaging(
 async def _reminder(
     sessionmaker: async_sessionmaker[AsyncSession], number: str
 ) -> SendMessageInput:
-    customer_id = uid("c")
-    event = EVENT_ADAPTER.validate_python(cart_updated(customer_id=customer_id, phone=number))
-    async with sessionmaker() as session, session.begin():
-        await profiles.upsert_from_events(session, [event])
+    customer_id = await known_customer(sessionmaker, phone=number)
     request = MessageRequest(
         key=f"lookups/{customer_id}/reminder",
         customer_id=customer_id,
