@@ -476,17 +476,21 @@ async def test_a_database_that_hangs_gets_quick_503s_and_everything_goes_through
                 # completes (on a busy machine, a cache-free worker replaying a long cart
                 # history takes a while): the last event can be delivered and not yet in
                 # the history read (CI, once).
-                signalled = await _signalled(temporal, f"cart/{cart_id}")
-                deadline = time.monotonic() + 30
-                while list(dict.fromkeys(signalled)) != sent[cart_id]:
-                    if time.monotonic() > deadline:
-                        rows = await asyncio.to_thread(_routes_of, database_url, sent[cart_id])
-                        pytest.fail(
-                            f"{cart_id}: sent {sent[cart_id]}, signalled {signalled}\n"
-                            + "\n".join(map(str, rows))
-                        )
-                    await asyncio.sleep(0.5)
+                async def in_history(cart_id: str = cart_id) -> list[str] | None:
                     signalled = await _signalled(temporal, f"cart/{cart_id}")
+                    return signalled if list(dict.fromkeys(signalled)) == sent[cart_id] else None
+
+                try:
+                    signalled = await eventually(
+                        in_history, within=30, interval=0.5, what=f"{cart_id}'s history"
+                    )
+                except AssertionError:
+                    signalled = await _signalled(temporal, f"cart/{cart_id}")
+                    rows = await asyncio.to_thread(_routes_of, database_url, sent[cart_id])
+                    pytest.fail(
+                        f"{cart_id}: sent {sent[cart_id]}, signalled {signalled}\n"
+                        + "\n".join(map(str, rows))
+                    )
                 redelivered += len(signalled) - len(sent[cart_id])
                 # Applied once the cart's own activity, retried since the stall, lets it.
                 state = await eventually(
