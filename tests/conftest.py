@@ -94,9 +94,11 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}?{query}" if query else base
 
 
-def create_database(admin_url: str, name: str) -> str:
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """An empty database, or a copy of ``template``; its URL."""
+    copy = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     return _with_database(admin_url, name)
 
 
@@ -130,9 +132,7 @@ def database_url(admin_url: str, template_database: str) -> Iterator[str]:
     dispatcher delivering their pending routes first, their outbox rows, their suppressed
     addresses."""
     name = f"sutra_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield _with_database(admin_url, name)
+    yield create_database(admin_url, name, template=template_database)
     drop_database(admin_url, name)
 
 
