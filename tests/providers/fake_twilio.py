@@ -248,21 +248,24 @@ class FakeTwilio:
             return self._stormed(phase, "POST", form["To"], kept=True)
         hold, drop, late = self._hold, self._drop_held, self._late_held
         if hold is None or not (drop or late):
-            self.messages.append(message)
-            self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
+            self._keep(message)
         if hold is not None:
             self.held.release()
             hold.wait(timeout=60)
             if drop:
                 return self._error(503, 20503, "dropped")
             if late:
-                self.messages.append(message)
-                self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
+                self._keep(message)
         return Response(
             json.dumps(message.resource(self.account_sid)),
             status=201,
             content_type="application/json",
         )
+
+    def _keep(self, message: StoredMessage) -> None:
+        """Twilio has it now: listed by lookups from here on."""
+        self.messages.append(message)
+        self.calls.append(Call(time.monotonic(), "POST", message.to, 201, kept=True))
 
     def _list(self, request: Request) -> Response:
         refused = self._check(request, None)
